@@ -1,0 +1,29 @@
+# kind-bench: `make repro` runs the default benchmark through DVC; `make test` runs the test suite.
+# Both create .venv (python3 -m venv) and install the project into it on first use.
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: repro test lint perf clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+repro: $(STAMP)
+	$(BIN)/dvc repro
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check kind_bench baselines tests examples
+
+perf: $(STAMP)
+	$(BIN)/python -m kind_bench.perf
+
+clean:
+	rm -rf $(VENV) artifacts .dvc/cache .dvc/tmp

@@ -1,0 +1,30 @@
+"""Full fine-tuning: the vanilla dense ancestry with new class embeddings; everything trains.
+
+Every parameter except the per-block class-embedding tables is copied from the vanilla ancestry; the
+tables are freshly initialised for the target classes (the target labels mean different things).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from kind_bench.inherit import copy_parameters
+from kind_bench.methods import Descendant, Method, Target, Vanilla
+from kind_bench.models import build_dit
+
+
+class FullFinetune(Method):
+    """Copy the dense ancestry, fresh class embeddings, train all parameters."""
+
+    name = "full_finetune"
+    description = "vanilla DiT ancestry, fresh class embeddings, every parameter trains"
+    paper = "(standard fine-tuning baseline)"
+    ancestry = Vanilla
+
+    def build(self, ancestry: nn.Module | None, target: Target) -> Descendant:
+        model = build_dit(target.model, target.num_classes, target.in_channels, target.sample_size, target.depth)
+        transferred = copy_parameters(ancestry, model, skip=lambda name: "class_embedder" in name)
+        return Descendant(model, transferred)
+
+    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        return list(model.parameters())

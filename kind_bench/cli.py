@@ -1,0 +1,118 @@
+"""``kind-bench <verb> [key=value ...]``: every pipeline stage is one call with Hydra overrides.
+
+Verbs: data, evaluator, pretrain, transfer, evaluate, leaderboard, list. ``transfer`` and ``evaluate``
+accept Hydra sweep syntax for the cell keys (``task=novel,shift seed=0,1,2``) and run the cells one after
+the other in one process. Bad input ends the call with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+
+from kind_bench.errors import UserError
+
+VERBS = ("data", "evaluator", "pretrain", "transfer", "evaluate", "leaderboard", "list")
+SWEEPABLE = ("task", "seed")
+
+
+def expand_sweeps(overrides: list[str]) -> list[list[str]]:
+    """Expand ``key=a,b`` sweeps of the cell keys into one override list per cell."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:  # noqa: BLE001 - Hydra's parser raises several types for bad syntax
+        raise UserError(str(exc).strip().splitlines()[0]) from None
+    axes: list[list[str]] = []
+    for item, text in zip(parsed, overrides):
+        key = item.get_key_element()
+        if item.is_sweep_override():
+            if key not in SWEEPABLE:
+                raise UserError(f"only {', '.join(SWEEPABLE)} may list several values; {key} got {text!r}")
+            axes.append([f"{key}={value}" for value in item.sweep_string_iterator()])
+        else:
+            axes.append([text])
+    return [list(cell) for cell in itertools.product(*axes)]
+
+
+def compose_for_method(overrides: list[str]):
+    """Compose a config whose ``ancestry`` group is the one the chosen method needs."""
+    from kind_bench.config import compose
+    from kind_bench.methods import method_class
+
+    cfg = compose(overrides)
+    cls = method_class(str(cfg.method.get("name")))
+    if cls.ancestry is None or cfg.ancestry.get("name") == cls.ancestry.name:
+        return cfg
+    if any(o.lstrip("+").startswith("ancestry=") for o in overrides):
+        raise UserError(f"method={cls.name} needs ancestry={cls.ancestry.name}, not {cfg.ancestry.get('name')}")
+    return compose([*overrides, f"ancestry={cls.ancestry.name}"])
+
+
+#: verb -> (module with a ``run(cfg)`` function, whether the verb runs per (method, task, seed) cell)
+STAGES: dict[str, tuple[str, bool]] = {
+    "data": ("kind_bench.stages.data", False),
+    "evaluator": ("kind_bench.stages.evaluator", False),
+    "pretrain": ("kind_bench.stages.pretrain", False),
+    "transfer": ("kind_bench.stages.transfer", True),
+    "evaluate": ("kind_bench.stages.evaluate", True),
+    "leaderboard": ("kind_bench.leaderboard", False),
+}
+
+
+def run_stage(verb: str, overrides: list[str]) -> None:
+    """Compose (and validate) every config of the call first, then run the stage on each."""
+    from importlib import import_module
+
+    from kind_bench.config import compose
+
+    module_name, per_cell = STAGES[verb]
+    if per_cell:
+        configs = [compose_for_method(cell) for cell in expand_sweeps(overrides)]
+    else:
+        configs = [compose(overrides)]
+    module = import_module(module_name)
+    for cfg in configs:
+        module.run(cfg)
+
+
+def list_methods() -> None:
+    """Print every registered method: name, ancestry, built-in or plugin, description, paper."""
+    from kind_bench.methods import discover
+
+    registry, broken = discover()
+    rows = [("name", "ancestry", "source", "description", "paper")]
+    for name, entry in sorted(registry.items()):
+        cls = entry.cls
+        origin = "built-in" if entry.builtin else f"plugin ({entry.distribution})"
+        rows.append((name, cls.ancestry.name if cls.ancestry else "-", origin, cls.description, cls.paper or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+    for name, error in sorted(broken.items()):
+        print(f"{name}: failed to import: {error}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``kind-bench`` console script."""
+    parser = argparse.ArgumentParser(prog="kind-bench", description=__doc__.splitlines()[0])
+    parser.add_argument("verb", help=f"one of: {', '.join(VERBS)}")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, key=value")
+    args = parser.parse_args(argv)
+    try:
+        if args.verb == "list":
+            list_methods()
+        elif args.verb in STAGES:
+            run_stage(args.verb, args.overrides)
+        else:
+            raise UserError(f"verb {args.verb!r} is not one of: {', '.join(VERBS)}")
+    except UserError as exc:
+        print(f"kind-bench: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The diffusion process shared by every method: DDPM training loss and a diffusers sampler.
+
+Training: diffusers' ``DDPMScheduler`` adds noise at a uniform random timestep, the model predicts the
+noise (epsilon), and the loss is the MSE. With probability ``diffusion.label_dropout`` a sample's label
+is replaced by the null label, for classifier-free guidance.
+
+Sampling: diffusers' DDIM or DPM-Solver++ built from the same noise schedule. With guidance scale s > 1
+every model call sees the batch [conditional; unconditional] and combines
+eps = eps_u + s (eps_c - eps_u), as in the DiT reference code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kind_bench.config import DiffusionConfig, SampleConfig
+
+
+def noise_scheduler(cfg: DiffusionConfig):  # -> diffusers.DDPMScheduler
+    """The training noise schedule."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
+                         prediction_type="epsilon", clip_sample=False)
+
+
+def sampling_scheduler(train_scheduler, cfg: SampleConfig):  # -> diffusers scheduler
+    """A fresh DDIM or DPM-Solver++ scheduler over the same noise schedule (they carry state)."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    cls = DDIMScheduler if cfg.scheduler == "ddim" else DPMSolverMultistepScheduler
+    scheduler = cls.from_config(train_scheduler.config)
+    scheduler.set_timesteps(cfg.steps)
+    return scheduler
+
+
+def diffusion_loss(
+    model: nn.Module,
+    x0: torch.Tensor,
+    labels: torch.Tensor,
+    scheduler,
+    null: int,
+    label_dropout: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Epsilon-prediction MSE at random timesteps, with label dropout to the ``null`` label."""
+    n = x0.shape[0]
+    device = x0.device
+    noise = torch.randn(x0.shape, generator=generator, device=device)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator, device=device)
+    drop = torch.rand(n, generator=generator, device=device) < label_dropout
+    labels = torch.where(drop, torch.full_like(labels, null), labels)
+    noisy = scheduler.add_noise(x0, noise, t)
+    pred = model(noisy, timestep=t, class_labels=labels).sample
+    return torch.nn.functional.mse_loss(pred, noise)
+
+
+@torch.no_grad()
+def sample(
+    model: nn.Module,
+    labels: torch.Tensor,
+    shape: tuple[int, int, int],
+    train_scheduler,
+    cfg: SampleConfig,
+    null: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Generate one image per label, shape (len(labels), *shape), in the model's data space."""
+    scheduler = sampling_scheduler(train_scheduler, cfg)
+    guidance_scale = cfg.guidance_scale
+    device = labels.device
+    x = torch.randn((len(labels), *shape), generator=generator, device=device)
+    guided = guidance_scale > 1
+    call_labels = torch.cat([labels, torch.full_like(labels, null)]) if guided else labels
+    for t in scheduler.timesteps:
+        inp = torch.cat([x, x]) if guided else x
+        timestep = torch.full((len(call_labels),), int(t), device=device, dtype=torch.long)
+        eps = model(inp, timestep=timestep, class_labels=call_labels).sample
+        if guided:
+            cond, uncond = eps.chunk(2)
+            eps = uncond + guidance_scale * (cond - uncond)
+        x = scheduler.step(eps, t, x).prev_sample
+    return x

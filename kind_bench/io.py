@@ -1,0 +1,119 @@
+"""Atomic, pickle-free file I/O: safetensors for tensors, JSON for records.
+
+Every writer goes through a temporary file in the destination folder and ``os.replace``, so an
+interrupted process leaves either the old file or the new one, never half of one. Every reader turns a
+missing, truncated or corrupted file into a :class:`UserError` that names the file and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from kind_bench.errors import UserError
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it is renamed onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write JSON atomically, with sorted keys so that diffs stay reviewable."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=True) + "\n")
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """Read JSON, or fail with one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} not found: run the stage that produces it (dvc repro)")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{what} {path} is corrupted ({exc.msg if hasattr(exc, 'msg') else exc}); "
+                        "delete it and rerun the stage that produces it") from None
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Save a flat dict of tensors as safetensors, atomically."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_tensors(path: str | Path, what: str = "weights file") -> dict[str, torch.Tensor]:
+    """Load safetensors; a missing or damaged file is a one-line UserError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} not found: run the stage that produces it (dvc repro)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{what} {path} is truncated or corrupted ({first}); "
+                        "delete it and rerun the stage that produces it (dvc repro)") from None
+
+
+def load_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata stored in a safetensors header."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"weights file {path} is truncated or corrupted ({exc}); rerun its stage") from None
+
+
+def save_module(path: str | Path, module: torch.nn.Module, metadata: dict[str, str] | None = None) -> None:
+    """Save a module's state dict; tensors shared between modules (FINE, TLEG) are stored once."""
+    state = module.state_dict()
+    seen: dict[tuple, str] = {}
+    unique: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    for name, tensor in state.items():
+        key = (tensor.data_ptr(), tuple(tensor.shape), tensor.stride()) if tensor.numel() else (id(tensor),)
+        if key in seen:
+            aliases[name] = seen[key]
+        else:
+            seen[key] = name
+            unique[name] = tensor
+    meta = dict(metadata or {})
+    if aliases:
+        meta["aliases"] = json.dumps(aliases, sort_keys=True)
+    save_tensors(path, unique, meta)
+
+
+def load_module(path: str | Path, module: torch.nn.Module, what: str = "checkpoint") -> None:
+    """Load weights saved by :func:`save_module` into ``module`` (strict: every key must match)."""
+    state = load_tensors(path, what)
+    aliases = json.loads(load_metadata(path).get("aliases", "{}"))
+    for name, source in aliases.items():
+        state[name] = state[source]
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"{what} {path} does not fit the model this config builds ({first}); "
+                        "was it produced with another config? rerun its stage") from None

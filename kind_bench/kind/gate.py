@@ -1,0 +1,64 @@
+"""The KIND class gate: a fixed binary mask over the tailors for every class.
+
+From the paper: the gate is binary, fixed by the class label and not learned; learngenes are open for
+every class. Our assumptions (the paper does not pin them down): each class opens ``per_class`` of the
+``n_tailors`` tailors, either as an evenly spaced contiguous window (``block``) or as a seeded random
+subset (``random``); and the null label of classifier-free guidance opens no tailor, so the
+unconditional model is the learngenes alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+ASSIGNMENTS = ("block", "random")
+
+
+def gate_masks(num_classes: int, n_tailors: int, per_class: int, assignment: str, seed: int) -> torch.Tensor:
+    """Masks of shape (num_classes + 1, n_tailors); the last row (the null label) is all zeros."""
+    if not 0 < per_class <= n_tailors:
+        raise ValueError(f"tailors_per_class={per_class} must be in [1, n_tailors={n_tailors}]")
+    masks = torch.zeros(num_classes + 1, n_tailors)
+    generator = torch.Generator().manual_seed(seed)
+    for c in range(num_classes):
+        if assignment == "block":
+            start = round(c * n_tailors / num_classes)
+            index = torch.arange(start, start + per_class) % n_tailors
+        elif assignment == "random":
+            index = torch.randperm(n_tailors, generator=generator)[:per_class]
+        else:
+            raise ValueError(f"assignment={assignment!r} is not one of {ASSIGNMENTS}")
+        masks[c, index] = 1.0
+    return masks
+
+
+class ClassGate(nn.Module):
+    """Holds the masks and, during a forward pass, the per-sample masks of the current batch.
+
+    It is registered once on the DiT (``dit.kind_gate``) and installed as a forward pre-hook there, so
+    labels reach every decomposed layer without touching diffusers' block signatures.
+    """
+
+    def __init__(self, num_classes: int, n_tailors: int, per_class: int, assignment: str, seed: int) -> None:
+        super().__init__()
+        self.register_buffer("mask", gate_masks(num_classes, n_tailors, per_class, assignment, seed))
+        self.active: torch.Tensor | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """Real classes (the null label is extra)."""
+        return self.mask.shape[0] - 1
+
+    def set_labels(self, labels: torch.Tensor) -> None:
+        """Select the per-sample masks, shape (B, n_tailors), for the next forward pass."""
+        self.active = self.mask[labels]
+
+    def capture(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Forward pre-hook for ``DiTTransformer2DModel.forward(hidden_states, timestep, class_labels)``."""
+        labels = kwargs.get("class_labels", args[2] if len(args) > 2 else None)
+        if labels is None:
+            raise ValueError("a KIND model needs class_labels in every forward pass")
+        self.set_labels(labels)

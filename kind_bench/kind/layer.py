@@ -1,0 +1,150 @@
+"""The KIND decomposed linear layer, W = U diag(sigma) V^T, and its dense merges.
+
+Components ``[0, N_G)`` are learngenes (open for every sample) and ``[N_G, r)`` are tailors (opened per
+sample by the class gate). For a batch with labels ``y`` the layer computes, with no per-sample weight::
+
+    y = ((x V_G) * sigma_G) U_G^T + ((x V_T) * (sigma_T * m_y)) U_T^T + b
+
+The learngene term is evaluated as one dense product ``x W_G^T`` with ``W_G = U_G diag(sigma_G) V_G^T``
+(the same for every sample; algebraically identical, and a single GEMM). When the learngenes are frozen,
+``W_G`` is cached until a learngene tensor changes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kind_bench.kind.gate import ClassGate
+
+
+class KindLinear(nn.Module):
+    """A linear layer stored as learngene and tailor rank-1 components."""
+
+    def __init__(self, in_features: int, out_features: int, n_tailors: int, gate: ClassGate, bias: bool = True):
+        super().__init__()
+        rank = min(in_features, out_features)
+        if not 0 <= n_tailors < rank:
+            raise ValueError(f"n_tailors={n_tailors} must be in [0, rank={rank}) for a {out_features}x{in_features} layer")
+        n_genes = rank - n_tailors
+        self.in_features, self.out_features = in_features, out_features
+        self.U_G = nn.Parameter(torch.empty(out_features, n_genes))
+        self.sigma_G = nn.Parameter(torch.empty(n_genes))
+        self.V_G = nn.Parameter(torch.empty(in_features, n_genes))
+        self.U_T = nn.Parameter(torch.empty(out_features, n_tailors))
+        self.sigma_T = nn.Parameter(torch.empty(n_tailors))
+        self.V_T = nn.Parameter(torch.empty(in_features, n_tailors))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.__dict__["gate"] = gate  # shared, registered once on the model (not a child of each layer)
+        self._cache: tuple[tuple[int, ...], torch.Tensor] | None = None
+
+    @property
+    def n_learngenes(self) -> int:
+        """N_G, the number of learngene components."""
+        return self.sigma_G.numel()
+
+    @property
+    def n_tailors(self) -> int:
+        """N_T, the number of tailor components."""
+        return self.sigma_T.numel()
+
+    @property
+    def U(self) -> torch.Tensor:  # noqa: N802 - the paper's name
+        """All left singular vectors, (out, r)."""
+        return torch.cat([self.U_G, self.U_T], dim=1)
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        """All component scales, (r,)."""
+        return torch.cat([self.sigma_G, self.sigma_T])
+
+    @property
+    def V(self) -> torch.Tensor:  # noqa: N802 - the paper's name
+        """All right singular vectors, (in, r)."""
+        return torch.cat([self.V_G, self.V_T], dim=1)
+
+    @torch.no_grad()
+    def set_components(self, U: torch.Tensor, sigma: torch.Tensor, V: torch.Tensor) -> None:  # noqa: N803
+        """Overwrite all components from full (out, r), (r,), (in, r) tensors."""
+        g = self.n_learngenes
+        self.U_G.copy_(U[:, :g]), self.U_T.copy_(U[:, g:])
+        self.sigma_G.copy_(sigma[:g]), self.sigma_T.copy_(sigma[g:])
+        self.V_G.copy_(V[:, :g]), self.V_T.copy_(V[:, g:])
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, n_tailors: int, gate: ClassGate) -> KindLinear:
+        """Decompose a dense layer by SVD: with every component open it is the same function."""
+        layer = cls(linear.in_features, linear.out_features, n_tailors, gate, bias=linear.bias is not None)
+        layer.to(device=linear.weight.device, dtype=linear.weight.dtype)
+        U, sigma, Vh = torch.linalg.svd(linear.weight.detach().double(), full_matrices=False)  # noqa: N806
+        layer.set_components(U.to(linear.weight.dtype), sigma.to(linear.weight.dtype), Vh.T.to(linear.weight.dtype))
+        if linear.bias is not None:
+            with torch.no_grad():
+                layer.bias.copy_(linear.bias)
+        return layer
+
+    def learngene_weight(self) -> torch.Tensor:
+        """W_G = U_G diag(sigma_G) V_G^T, cached while the learngenes are frozen."""
+        frozen = not (self.U_G.requires_grad or self.sigma_G.requires_grad or self.V_G.requires_grad)
+        if not frozen:
+            self._cache = None
+            return (self.U_G * self.sigma_G) @ self.V_G.T
+        key = (self.U_G._version, self.sigma_G._version, self.V_G._version, self.U_G.data_ptr())
+        if self._cache is None or self._cache[0] != key:
+            with torch.no_grad():
+                self._cache = (key, (self.U_G * self.sigma_G) @ self.V_G.T)
+        return self._cache[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Learngenes for everyone, plus each sample's own tailors (``gate.active``)."""
+        y = F.linear(x, self.learngene_weight(), self.bias)
+        if self.n_tailors == 0:
+            return y
+        active = self.gate.active
+        if active is None or active.shape[0] != x.shape[0]:
+            raise RuntimeError("KindLinear needs the batch's class labels: call it through the model's forward")
+        scale = self.sigma_T * active  # (B, N_T)
+        if x.dim() == 3:
+            scale = scale.unsqueeze(1)
+        return y + ((x @ self.V_T) * scale) @ self.U_T.T
+
+    @torch.no_grad()
+    def merged_weight(self, class_id: int) -> torch.Tensor:
+        """The dense weight a sample of ``class_id`` sees: W_G + U_T diag(sigma_T * m_c) V_T^T."""
+        mask = self.gate.mask[class_id]
+        return (self.U_G * self.sigma_G) @ self.V_G.T + (self.U_T * (self.sigma_T * mask)) @ self.V_T.T
+
+    @torch.no_grad()
+    def merge(self, class_id: int) -> nn.Linear:
+        """A dense ``nn.Linear`` equal to this layer for samples of ``class_id`` (null label included)."""
+        dense = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        dense.to(device=self.U_G.device, dtype=self.U_G.dtype)
+        dense.weight.copy_(self.merged_weight(class_id))
+        if self.bias is not None:
+            dense.bias.copy_(self.bias)
+        return dense
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, learngenes={self.n_learngenes}, tailors={self.n_tailors}"
+
+
+class GuidedPairLinear(nn.Module):
+    """Two dense weights for one classifier-free-guidance batch laid out as [conditional; unconditional].
+
+    The first half of the batch uses the class's merged weight and the second half the null label's, in
+    one batched GEMM. This is the contract of :func:`kind_bench.diffusion.sample` with guidance on.
+    """
+
+    def __init__(self, cond: nn.Linear, uncond: nn.Linear) -> None:
+        super().__init__()
+        self.weight_t = nn.Parameter(torch.stack([cond.weight.T, uncond.weight.T]).contiguous(), requires_grad=False)
+        bias_c = cond.bias if cond.bias is not None else torch.zeros(cond.out_features, device=cond.weight.device)
+        bias_u = uncond.bias if uncond.bias is not None else torch.zeros_like(bias_c)
+        self.bias = nn.Parameter(torch.stack([bias_c, bias_u]).unsqueeze(1).contiguous(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (2B, ..., in) with the conditional half first."""
+        shape = x.shape
+        pair = x.reshape(2, -1, shape[-1])
+        return torch.baddbmm(self.bias, pair, self.weight_t).reshape(*shape[:-1], self.weight_t.shape[-1])

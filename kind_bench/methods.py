@@ -1,0 +1,189 @@
+"""The method interface, ancestries, and the registry fed by the ``kind_bench.methods`` entry points.
+
+A method decides three things and nothing else: which ancestry it needs, how the descendant is built
+from it, and which parameters train. Training, sampling and metrics are shared, so every method is
+measured the same way. Built-in methods are registered through the same entry-point group that outside
+packages use (see ``pyproject.toml``), so every run exercises the plugin path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, ClassVar
+
+from torch import nn
+
+from kind_bench.config import Config, ModelConfig, validate_section
+from kind_bench.errors import UserError, choices_error
+
+ENTRY_POINT_GROUP = "kind_bench.methods"
+
+
+@dataclass
+class NoOptions:
+    """For methods and ancestries without hyperparameters."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a descendant must fit: the target task's class count and the model it should have."""
+
+    num_classes: int
+    depth: int
+    model: ModelConfig
+    in_channels: int
+    sample_size: int
+
+
+@dataclass
+class Descendant:
+    """A built descendant and how many of its parameters were initialised from the ancestry."""
+
+    model: nn.Module
+    transferred: int
+
+
+class Ancestry:
+    """A model family pre-trained once on the ancestry classes and shared by every method using it."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+
+    def build(self, target: Target) -> nn.Module:
+        """A freshly initialised model of this family, to be pre-trained on the ancestry classes."""
+        raise NotImplementedError
+
+    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """Parameters updated during pre-training (default: all)."""
+        return list(model.parameters())
+
+
+class Vanilla(Ancestry):
+    """A plain dense DiT."""
+
+    name = "vanilla"
+    description = "dense DiT pre-trained on the ancestry classes"
+
+    def build(self, target: Target) -> nn.Module:
+        from kind_bench.models import build_dit
+
+        return build_dit(target.model, target.num_classes, target.in_channels, target.sample_size, target.depth)
+
+
+class Method:
+    """Base class of every transfer method (built-in or plugin)."""
+
+    name: ClassVar[str]  # == registry key == benchmarks/method/<name>.yaml == result-file prefix
+    description: ClassVar[str]
+    paper: ClassVar[str] = ""
+    ancestry: ClassVar[type[Ancestry] | None] = None
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+
+    def unsupported(self, target: Target, ancestry_depth: int) -> str | None:
+        """Why this method cannot build ``target`` (recorded as n/a), or None if it can."""
+        if target.depth != ancestry_depth:
+            return "cannot change depth: the descendant keeps the ancestry's architecture"
+        return None
+
+    def build(self, ancestry: nn.Module | None, target: Target) -> Descendant:
+        """The descendant for the target task, initialised from ``ancestry`` (None if no ancestry)."""
+        raise NotImplementedError
+
+    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """The parameters that train at transfer."""
+        raise NotImplementedError
+
+    def for_class(self, model: nn.Module, class_id: int, guidance: bool) -> nn.Module:
+        """The model used to sample ``class_id`` (a method may deploy merged dense weights)."""
+        return model
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One registry entry: the class and where it came from."""
+
+    cls: type[Method]
+    source: str  # the entry point's value, "module:attr"
+    distribution: str
+    builtin: bool
+
+
+def _is_builtin(entry: EntryPoint) -> bool:
+    return entry.value.split(":")[0].split(".")[0] in ("kind_bench", "baselines")
+
+
+@cache
+def discover() -> tuple[dict[str, Registered], dict[str, str]]:
+    """Load every entry point of the group: (registry, {name: import error}).
+
+    A plugin that fails to import is reported by name and skipped; the others still load. Two entry
+    points with the same name are a UserError naming both sources.
+    """
+    registry: dict[str, Registered] = {}
+    broken: dict[str, str] = {}
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
+        dist = entry.dist.name if entry.dist else "?"
+        if entry.name in registry or entry.name in broken:
+            first = registry[entry.name].source if entry.name in registry else "(broken plugin)"
+            raise UserError(f"method {entry.name!r} is registered twice: {first} and {entry.value} ({dist})")
+        try:
+            cls = entry.load()
+        except Exception as exc:  # noqa: BLE001 - report any plugin failure by name
+            broken[entry.name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            broken[entry.name] = f"{entry.value} is not a kind_bench.methods.Method subclass"
+            continue
+        if getattr(cls, "name", None) != entry.name:
+            broken[entry.name] = f"{entry.value} has name {getattr(cls, 'name', None)!r}, entry point says {entry.name!r}"
+            continue
+        registry[entry.name] = Registered(cls, entry.value, dist, _is_builtin(entry))
+    return registry, broken
+
+
+def method_class(name: str) -> type[Method]:
+    """The registered method class for ``name``, or a UserError listing the valid names."""
+    registry, broken = discover()
+    if name in broken:
+        raise UserError(f"method={name!r} failed to import: {broken[name]}")
+    if name not in registry:
+        raise choices_error("method", name, tuple(registry))
+    return registry[name].cls
+
+
+def ancestry_class(name: str) -> type[Ancestry]:
+    """The ancestry class named ``name``, among those that registered methods need."""
+    found: dict[str, type[Ancestry]] = {}
+    for entry in discover()[0].values():
+        anc = entry.cls.ancestry
+        if anc is not None:
+            if anc.name in found and found[anc.name] is not anc:
+                raise UserError(f"ancestry {anc.name!r} is defined twice: {found[anc.name]} and {anc}")
+            found[anc.name] = anc
+    if name not in found:
+        raise choices_error("ancestry", name, tuple(found))
+    return found[name]
+
+
+def make_method(cfg: Config) -> Method:
+    """Instantiate the configured method with its validated options."""
+    name = cfg.method.get("name")
+    cls = method_class(str(name))
+    return cls(validate_section(cfg.method, cls.Options, "method"))
+
+
+def make_ancestry(cfg: Config, name: str) -> Ancestry:
+    """Instantiate an ancestry with the options in ``cfg.ancestry`` (which must be that ancestry's)."""
+    cls = ancestry_class(name)
+    if cfg.ancestry.get("name") != name:
+        raise UserError(f"ancestry={cfg.ancestry.get('name')!r} does not match the ancestry {name!r} this needs")
+    return cls(validate_section(cfg.ancestry, cls.Options, "ancestry"))

@@ -1,0 +1,155 @@
+"""Sample quality through torch-fidelity's ``calculate_metrics``, with our registered extractors.
+
+* ``digits_cnn``: the pipeline's own evaluator CNN (:mod:`kind_bench.metrics.evaluator`). Its metrics are
+  named for what they are: ``fd_digits``, ``is_digits``, ``kid_digits``, ``precision_digits``,
+  ``recall_digits`` - a Frechet distance on our classifier's features is not FID.
+* ``inception-v3-compat``: torch-fidelity's Inception-v3, for real datasets, with weights from a local
+  file (``eval.inception_weights``). The metrics are then ``fid``, ``is``, ``kid``, ``precision``,
+  ``recall``. torch-fidelity unpickles that file; we load it without unpickling instead (safetensors, or
+  ``torch.load(weights_only=True)`` for the original ``.pth``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from unittest import mock
+
+import torch
+from torch.utils.data import Dataset
+from torch_fidelity import calculate_metrics, register_feature_extractor
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+from kind_bench.config import EvalConfig
+from kind_bench.errors import UserError
+from kind_bench.io import load_tensors
+from kind_bench.metrics.evaluator import load_classifier
+
+NAMES = {
+    "digits_cnn": {"fid": "fd_digits", "isc": "is_digits", "kid": "kid_digits",
+                   "precision": "precision_digits", "recall": "recall_digits"},
+    "inception-v3-compat": {"fid": "fid", "isc": "is", "kid": "kid", "precision": "precision", "recall": "recall"},
+}
+SAFE_INCEPTION = "inception-v3-compat-local"
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images (N, C, H, W) -> uint8 RGB (N, 3, H, W), as torch-fidelity expects."""
+    out = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return out.expand(-1, 3, -1, -1).contiguous() if out.shape[1] == 1 else out
+
+
+class ImageTensors(Dataset):
+    """A torch-fidelity input: uint8 RGB tensors from [-1, 1] images."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = to_uint8(images.cpu())
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+
+class DigitsFeatureExtractor(FeatureExtractorBase):
+    """torch-fidelity adapter for the evaluator CNN: features 'features' (bottleneck) and 'logits'."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        self.cnn = load_classifier(feature_extractor_weights_path)
+        self.channels = self.cnn.hparams["channels"]
+
+    @staticmethod
+    def get_provided_features_list():
+        return "features", "logits"
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"isc": "logits", "fid": "features", "kid": "features", "prc": "features"}[metric]
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+
+    def forward(self, x):
+        images = x[:, : self.channels].float() / 127.5 - 1.0
+        features, logits = self.cnn(images.to(next(self.cnn.parameters()).device))
+        found = {"features": features, "logits": logits}
+        return tuple(found[name] for name in self.features_list)
+
+
+def _read_inception_state(path: str) -> dict[str, torch.Tensor]:
+    if path.endswith(".safetensors"):
+        return load_tensors(path, "Inception weights")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to read the file is bad input
+        raise UserError(f"eval.inception_weights={path} is not a readable weights file ({exc})") from None
+
+
+class LocalInceptionV3(FeatureExtractorInceptionV3):
+    """torch-fidelity's Inception-v3 with weights read from a local file, never unpickled."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        if not feature_extractor_weights_path or not Path(feature_extractor_weights_path).is_file():
+            raise UserError(f"eval.inception_weights={feature_extractor_weights_path}: no such file "
+                            "(inception-v3-compat needs local weights; nothing is downloaded)")
+        state = _read_inception_state(str(feature_extractor_weights_path))
+        with mock.patch("torch_fidelity.feature_extractor_inceptionv3.torch.load", lambda *a, **k: state):
+            super().__init__(name, features_list, feature_extractor_weights_path=feature_extractor_weights_path,
+                             **kwargs)
+
+
+def _register() -> None:
+    for name, cls in (("digits_cnn", DigitsFeatureExtractor), (SAFE_INCEPTION, LocalInceptionV3)):
+        if name not in FEATURE_EXTRACTORS_REGISTRY:
+            register_feature_extractor(name, cls)
+
+
+_register()
+
+
+def quality_metrics(
+    generated: torch.Tensor, reference: torch.Tensor, cfg: EvalConfig, weights: str | Path, device: torch.device
+) -> dict[str, float]:
+    """FD, IS, KID and precision/recall of ``generated`` against ``reference`` ([-1, 1] images)."""
+    extractor = "digits_cnn" if cfg.feature_extractor == "digits_cnn" else SAFE_INCEPTION
+    if cfg.feature_extractor != "digits_cnn":
+        weights = cfg.inception_weights
+    n = min(len(generated), len(reference))
+    raw = calculate_metrics(
+        input1=ImageTensors(generated),
+        input2=ImageTensors(reference),
+        cuda=device.type == "cuda",
+        isc=True, fid=True, kid=True, prc=True,
+        feature_extractor=extractor,
+        feature_extractor_weights_path=str(weights) if weights else None,
+        kid_subset_size=min(cfg.kid_subset_size, n),
+        kid_subsets=cfg.kid_subsets,
+        isc_splits=cfg.isc_splits,
+        prc_neighborhood=cfg.prc_neighborhood,
+        batch_size=256,
+        save_cpu_ram=True,
+        verbose=False,
+    )
+    names = NAMES[cfg.feature_extractor]
+    return {
+        names["fid"]: float(raw["frechet_inception_distance"]),
+        names["isc"]: float(raw["inception_score_mean"]),
+        names["kid"]: float(raw["kernel_inception_distance_mean"]),
+        names["precision"]: float(raw["precision"]),
+        names["recall"]: float(raw["recall"]),
+    }
+
+
+@torch.no_grad()
+def class_accuracy(generated: torch.Tensor, labels: torch.Tensor, weights: str | Path) -> float:
+    """Top-1 agreement of the evaluator classifier with the conditioning labels (source class ids)."""
+    cnn = load_classifier(weights)
+    return float((cnn(generated.cpu())[1].argmax(1) == labels.cpu()).float().mean())

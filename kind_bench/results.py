@@ -1,0 +1,68 @@
+"""The result record of one run and its provenance (the layout follows PEFT's method_comparison)."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kind_bench.device import device_name
+
+STATUSES = ("success", "failed", "n/a")
+TRACKED_PACKAGES = ("kind-bench", "torch", "diffusers", "timm", "torch-fidelity", "peft", "dvc", "hydra-core")
+CODE_PATHS = ("kind_bench", "baselines", "benchmarks", "pyproject.toml")
+
+
+def _git(*args: str) -> str | None:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def provenance(device: torch.device) -> dict[str, Any]:
+    """Git commit, whether the code differs from it, package versions, hardware and time."""
+    versions = {}
+    for package in TRACKED_PACKAGES:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    status = _git("status", "--porcelain", "--", *CODE_PATHS)
+    return {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+        "packages": versions,
+        "torch_build": {"cuda": torch.version.cuda, "threads": torch.get_num_threads()},
+        "python": platform.python_version(),
+        "device": device.type,
+        "device_name": device_name(device),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def record(
+    *,
+    run_info: dict[str, Any],
+    train_info: dict[str, Any],
+    metrics: dict[str, float],
+    meta_info: dict[str, Any],
+    metrics_by_step: dict[str, dict[str, float]] | None = None,
+) -> dict[str, Any]:
+    """Assemble a result record; ``run_info['status']`` must be one of STATUSES."""
+    if run_info.get("status") not in STATUSES:
+        raise ValueError(f"status {run_info.get('status')!r} is not one of {STATUSES}")
+    return {
+        "run_info": run_info,
+        "train_info": train_info,
+        "metrics": metrics,
+        "metrics_by_step": metrics_by_step or {},
+        "meta_info": meta_info,
+    }

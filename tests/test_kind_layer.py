@@ -1,0 +1,114 @@
+"""The defining properties of the KIND decomposed layer and class gate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from kind_bench.kind.gate import ClassGate, gate_masks
+from kind_bench.kind.layer import GuidedPairLinear, KindLinear
+
+IN, OUT, TAILORS, PER_CLASS, CLASSES = 12, 20, 6, 3, 4
+
+
+def make_layer(per_class: int = PER_CLASS, seed: int = 0) -> tuple[nn.Linear, KindLinear, ClassGate]:
+    torch.manual_seed(seed)
+    dense = nn.Linear(IN, OUT)
+    gate = ClassGate(CLASSES, TAILORS, per_class, "block", seed=0)
+    return dense, KindLinear.from_linear(dense, TAILORS, gate), gate
+
+
+def test_equals_dense_layer_at_initialisation_with_every_component_open():
+    dense, layer, gate = make_layer(per_class=TAILORS)
+    x = torch.randn(5, 7, IN)
+    gate.set_labels(torch.tensor([0, 1, 2, 3, 0]))
+    torch.testing.assert_close(layer(x), dense(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close((layer.U * layer.sigma) @ layer.V.T, dense.weight, atol=1e-5, rtol=1e-5)
+
+
+def test_learngenes_are_the_leading_components():
+    _, layer, _ = make_layer()
+    assert layer.n_learngenes + layer.n_tailors == min(IN, OUT)
+    assert layer.sigma_G.min() >= layer.sigma_T.max()  # SVD order: learngenes hold the largest components
+
+
+def test_sample_output_does_not_depend_on_other_classes_tailors():
+    _, layer, gate = make_layer()
+    x = torch.randn(4, 3, IN)
+    labels = torch.tensor([0, 1, 2, 3])
+    gate.set_labels(labels)
+    before = layer(x)
+    closed_for_0 = gate.mask[0] == 0
+    assert closed_for_0.any()
+    with torch.no_grad():
+        layer.U_T[:, closed_for_0] += torch.randn_like(layer.U_T[:, closed_for_0])
+        layer.sigma_T[closed_for_0] *= 5
+    after = layer(x)
+    torch.testing.assert_close(after[0], before[0])
+    assert not torch.allclose(after[1:], before[1:])
+
+
+def test_mixed_batch_equals_one_sample_at_a_time():
+    _, layer, gate = make_layer()
+    x = torch.randn(4, 3, IN)
+    labels = torch.tensor([2, 0, 3, 1])
+    gate.set_labels(labels)
+    mixed = layer(x)
+    for i, label in enumerate(labels):
+        gate.set_labels(label.view(1))
+        torch.testing.assert_close(mixed[i : i + 1], layer(x[i : i + 1]))
+
+
+def test_gradients_reach_only_own_tailors_and_all_learngenes():
+    _, layer, gate = make_layer()
+    x = torch.randn(1, 3, IN)
+    gate.set_labels(torch.tensor([1]))
+    layer(x).square().sum().backward()
+    own = gate.mask[1].bool()
+    for name in ("U_G", "sigma_G", "V_G"):
+        grad = getattr(layer, name).grad
+        assert grad is not None and (grad.abs().reshape(-1, grad.shape[-1]).sum(0) > 0).all(), name
+    for name in ("U_T", "V_T"):
+        per_component = getattr(layer, name).grad.abs().sum(0)
+        assert (per_component[own] > 0).all() and (per_component[~own] == 0).all(), name
+    assert (layer.sigma_T.grad[own] != 0).all() and (layer.sigma_T.grad[~own] == 0).all()
+
+
+@pytest.mark.parametrize("class_id", range(CLASSES + 1))
+def test_merge_equals_gated_layer(class_id):
+    _, layer, gate = make_layer()
+    with torch.no_grad():
+        layer.sigma_T.mul_(3)  # make tailors matter
+    x = torch.randn(6, 5, IN)
+    gate.set_labels(torch.full((6,), class_id))
+    merged = layer.merge(class_id)
+    assert isinstance(merged, nn.Linear)
+    assert (merged(x) - layer(x)).abs().max() < 1e-5
+
+
+def test_null_label_opens_no_tailor_and_masks_are_deterministic():
+    masks = gate_masks(5, 16, 8, "random", seed=3)
+    assert torch.equal(masks, gate_masks(5, 16, 8, "random", seed=3))
+    assert not torch.equal(masks, gate_masks(5, 16, 8, "random", seed=4))
+    assert masks[-1].sum() == 0 and (masks[:-1].sum(1) == 8).all()
+    block = gate_masks(5, 16, 8, "block", seed=0)
+    assert len({tuple(row.tolist()) for row in block[:-1]}) == 5  # every class has its own mask
+
+
+def test_guided_pair_applies_each_weight_to_its_half():
+    torch.manual_seed(0)
+    a, b = nn.Linear(IN, OUT), nn.Linear(IN, OUT)
+    pair = GuidedPairLinear(a, b)
+    x = torch.randn(6, 4, IN)
+    torch.testing.assert_close(pair(x), torch.cat([a(x[:3]), b(x[3:])]))
+
+
+def test_frozen_learngene_product_is_cached_and_refreshed_on_change():
+    _, layer, _ = make_layer()
+    layer.requires_grad_(False)
+    first = layer.learngene_weight()
+    assert layer.learngene_weight() is first
+    with torch.no_grad():
+        layer.sigma_G.mul_(2)
+    torch.testing.assert_close(layer.learngene_weight(), 2 * first)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from kind_bench.errors import UserError
 
@@ -26,7 +28,7 @@ def expand_sweeps(overrides: list[str]) -> list[list[str]]:
     except Exception as exc:  # noqa: BLE001 - Hydra's parser raises several types for bad syntax
         raise UserError(str(exc).strip().splitlines()[0]) from None
     axes: list[list[str]] = []
-    for item, text in zip(parsed, overrides):
+    for item, text in zip(parsed, overrides, strict=True):
         key = item.get_key_element()
         if item.is_sweep_override():
             if key not in SWEEPABLE:
@@ -42,13 +44,14 @@ def compose_for_method(overrides: list[str]):
     from kind_bench.config import compose
     from kind_bench.methods import method_class
 
-    cfg = compose(overrides)
-    cls = method_class(str(cfg.method.get("name")))
-    if cls.ancestry is None or cfg.ancestry.get("name") == cls.ancestry.name:
-        return cfg
-    if any(o.lstrip("+").startswith("ancestry=") for o in overrides):
-        raise UserError(f"method={cls.name} needs ancestry={cls.ancestry.name}, not {cfg.ancestry.get('name')}")
-    return compose([*overrides, f"ancestry={cls.ancestry.name}"])
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("method=")]
+    cls = method_class(chosen[-1] if chosen else str(compose([]).method.get("name")))
+    if cls.ancestry is None:
+        return compose(overrides)
+    explicit = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("ancestry=")]
+    if explicit and explicit[-1] != cls.ancestry.name:
+        raise UserError(f"method={cls.name} needs ancestry={cls.ancestry.name}, not {explicit[-1]}")
+    return compose([f"ancestry={cls.ancestry.name}", *overrides])
 
 
 #: verb -> (module with a ``run(cfg)`` function, whether the verb runs per (method, task, seed) cell)
@@ -69,13 +72,34 @@ def run_stage(verb: str, overrides: list[str]) -> None:
     from kind_bench.config import compose
 
     module_name, per_cell = STAGES[verb]
-    if per_cell:
-        configs = [compose_for_method(cell) for cell in expand_sweeps(overrides)]
-    else:
-        configs = [compose(overrides)]
+    configs = [compose_for_method(cell) for cell in expand_sweeps(overrides)] if per_cell else [compose(overrides)]
     module = import_module(module_name)
-    for cfg in configs:
-        module.run(cfg)
+    run_all(module.run, configs, per_cell)
+
+
+def run_all(run: Callable[[Any], None], configs: list, per_cell: bool) -> None:
+    """Run each config; a sweep on CPU is spread over ``runtime.workers`` forked processes.
+
+    Every process uses the same number of torch threads, so a cell's numbers do not depend on how many
+    workers ran it. Workers are forked before torch does any work (fork after OpenMP or CUDA start-up
+    is unsafe), and on CUDA everything runs in the main process.
+    """
+    import multiprocessing
+
+    import torch
+
+    from kind_bench.config import torch_threads
+
+    runtime = configs[0].runtime
+    threads = torch_threads(runtime, per_cell)
+    workers = min(runtime.workers, len(configs))
+    if workers <= 1 or torch.cuda.is_available():
+        torch.set_num_threads(threads)
+        for cfg in configs:
+            run(cfg)
+        return
+    with multiprocessing.get_context("fork").Pool(workers, torch.set_num_threads, (threads,)) as pool:
+        pool.map(run, configs, chunksize=1)
 
 
 def list_methods() -> None:

@@ -124,6 +124,15 @@ class EvaluatorConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """How cells are spread over CPU cores. Results depend on ``threads`` (float reductions), never on
+    ``workers``; both are recorded. On CUDA, cells run one at a time in the main process."""
+
+    workers: int = 2  # processes for a task x seed sweep
+    threads: int | None = None  # torch threads per process; None = usable cores (// workers for cells)
+
+
+@dataclass
 class PathsConfig:
     """Where DVC-tracked artifacts and git-tracked results go (relative to the working directory)."""
 
@@ -148,6 +157,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     seed: int = 0
     quiet: bool = False
 
@@ -197,7 +207,10 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> Config:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             raw = hydra_compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise UserError(str(exc).strip().splitlines()[0]) from None
+        message = str(exc).strip().splitlines()[0]
+        if exc.__cause__ is not None and str(exc.__cause__).strip():
+            message += f" ({str(exc.__cause__).strip().splitlines()[0]})"
+        raise UserError(message) from None
     return to_config(raw)
 
 
@@ -252,8 +265,18 @@ def validate(cfg: Config) -> None:
         _require(Path(cfg.data.root).is_dir(), f"data.root={cfg.data.root}: no such directory")
     if cfg.eval.feature_extractor not in ("digits_cnn", "inception-v3-compat"):
         raise choices_error("eval.feature_extractor", cfg.eval.feature_extractor, ("digits_cnn", "inception-v3-compat"))
+    _require(cfg.runtime.workers >= 1, f"runtime.workers={cfg.runtime.workers} must be >= 1")
+    _require(cfg.runtime.threads is None or cfg.runtime.threads >= 1, "runtime.threads must be >= 1 (or null)")
     if cfg.model.vae_path is not None:
         _require(Path(cfg.model.vae_path).is_dir(), f"model.vae_path={cfg.model.vae_path}: no such directory")
+
+
+def torch_threads(runtime: RuntimeConfig, per_cell: bool) -> int:
+    """Torch threads per process: explicit, else the usable cores, shared among the workers for verbs
+    that run cells (so a cell gets the same thread count whether it runs alone or in a sweep)."""
+    if runtime.threads is not None:
+        return runtime.threads
+    return max(1, len(os.sched_getaffinity(0)) // (runtime.workers if per_cell else 1))
 
 
 def validate_section(section: dict[str, Any], schema: type, key: str) -> Any:

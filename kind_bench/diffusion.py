@@ -29,8 +29,12 @@ def sampling_scheduler(train_scheduler, cfg: SampleConfig):  # -> diffusers sche
     """A fresh DDIM or DPM-Solver++ scheduler over the same noise schedule (they carry state)."""
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-    cls = DDIMScheduler if cfg.scheduler == "ddim" else DPMSolverMultistepScheduler
-    scheduler = cls.from_config(train_scheduler.config)
+    if cfg.scheduler == "ddim":
+        scheduler = DDIMScheduler.from_config(train_scheduler.config)
+    else:  # "leading" spacing: with the cosine schedule alpha_bar(999) ~ 0, and starting there diverges
+        scheduler = DPMSolverMultistepScheduler.from_config(
+            train_scheduler.config, timestep_spacing="leading", steps_offset=1
+        )
     scheduler.set_timesteps(cfg.steps)
     return scheduler
 

@@ -102,10 +102,6 @@ class Method:
         """The parameters that train at transfer."""
         raise NotImplementedError
 
-    def for_class(self, model: nn.Module, class_id: int, guidance: bool) -> nn.Module:
-        """The model used to sample ``class_id`` (a method may deploy merged dense weights)."""
-        return model
-
 
 @dataclass(frozen=True)
 class Registered:
@@ -144,7 +140,8 @@ def discover() -> tuple[dict[str, Registered], dict[str, str]]:
             broken[entry.name] = f"{entry.value} is not a kind_bench.methods.Method subclass"
             continue
         if getattr(cls, "name", None) != entry.name:
-            broken[entry.name] = f"{entry.value} has name {getattr(cls, 'name', None)!r}, entry point says {entry.name!r}"
+            declared = getattr(cls, "name", None)
+            broken[entry.name] = f"{entry.value} has name {declared!r}, but its entry point says {entry.name!r}"
             continue
         registry[entry.name] = Registered(cls, entry.value, dist, _is_builtin(entry))
     return registry, broken

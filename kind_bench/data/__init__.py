@@ -1,6 +1,6 @@
 """Datasets: the embedded digits, any torchvision ImageFolder, task splits and domain shifts."""
 
-from kind_bench.data.sources import ImageSet, load_source, prepare, prepared_path, load_prepared
+from kind_bench.data.sources import ImageSet, load_prepared, load_source, prepare, prepared_path
 from kind_bench.data.tasks import DOMAINS, ancestry_set, target_set
 
 __all__ = [

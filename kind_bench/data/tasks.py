@@ -29,7 +29,8 @@ def thick(images: torch.Tensor) -> torch.Tensor:
     """Thicker strokes: grey-level dilation with a 3x3 cross, blended with the original."""
     ink = (images + 1) / 2
     dilated = torch.nn.functional.max_pool2d(ink, kernel_size=3, stride=1, padding=1)
-    cross = torch.maximum(torch.maximum(ink.roll(1, -1), ink.roll(-1, -1)), torch.maximum(ink.roll(1, -2), ink.roll(-1, -2)))
+    horizontal = torch.maximum(ink.roll(1, -1), ink.roll(-1, -1))
+    cross = torch.maximum(horizontal, torch.maximum(ink.roll(1, -2), ink.roll(-1, -2)))
     thickened = torch.maximum(ink, 0.75 * torch.minimum(cross, dilated))
     return thickened * 2 - 1
 

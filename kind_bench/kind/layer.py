@@ -26,7 +26,7 @@ class KindLinear(nn.Module):
         super().__init__()
         rank = min(in_features, out_features)
         if not 0 <= n_tailors < rank:
-            raise ValueError(f"n_tailors={n_tailors} must be in [0, rank={rank}) for a {out_features}x{in_features} layer")
+            raise ValueError(f"n_tailors={n_tailors} must be in [0, {rank}) for a {out_features}x{in_features} layer")
         n_genes = rank - n_tailors
         self.in_features, self.out_features = in_features, out_features
         self.U_G = nn.Parameter(torch.empty(out_features, n_genes))
@@ -126,7 +126,8 @@ class KindLinear(nn.Module):
         return dense
 
     def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, learngenes={self.n_learngenes}, tailors={self.n_tailors}"
+        sizes = f"in={self.in_features}, out={self.out_features}"
+        return f"{sizes}, learngenes={self.n_learngenes}, tailors={self.n_tailors}"
 
 
 class GuidedPairLinear(nn.Module):

@@ -10,8 +10,8 @@ From the paper:
     "transfer only the learngenes, with randomly initialised tailors").
 
 Our assumptions (the paper does not pin these down; each is a config value):
-  * rank r = min(in, out); N_T = ``ancestry.n_tailors`` (default 16 of r = 64 on ``dit_tiny``, 25%), with
-    ``ancestry.tailors_per_class`` (default 8, half of them) open per class, in evenly spaced blocks
+  * rank r = min(in, out); N_T = ``ancestry.n_tailors`` (default 8 of r = 32 on ``dit_tiny``, 25%), with
+    ``ancestry.tailors_per_class`` (default 4, half of them) open per class, in evenly spaced blocks
     (``ancestry.assignment=block``) or a seeded random subset (``random``);
   * decomposed layers: attention q/k/v/out and MLP fc1/fc2 of every block (``ancestry.layers``);
   * initialisation: the SVD of the DiT paper's dense initialisation, so that with every component open
@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from kind_bench.errors import UserError, choices_error
-from kind_bench.kind.decompose import decompose, deploy, kind_layers
+from kind_bench.inherit import copy_parameters
+from kind_bench.kind.decompose import decompose, kind_layers
 from kind_bench.kind.gate import ASSIGNMENTS, ClassGate
 from kind_bench.methods import Ancestry, Descendant, Method, Target
 from kind_bench.models import LINEAR_ROLES, build_dit, class_embedders
-from kind_bench.inherit import copy_parameters
 
 TAILOR_PARAMS = ("U_T", "sigma_T", "V_T")
 LEARNGENE_PARAMS = ("U_G", "sigma_G", "V_G")
@@ -44,8 +44,8 @@ LEARNGENE_PARAMS = ("U_G", "sigma_G", "V_G")
 class KindAncestryOptions:
     """How the KIND ancestry is decomposed and gated."""
 
-    n_tailors: int = 16
-    tailors_per_class: int = 8
+    n_tailors: int = 8
+    tailors_per_class: int = 4
     assignment: str = "block"
     gate_seed: int = 0
     layers: list[str] = field(default_factory=lambda: ["q", "k", "v", "out", "fc1", "fc2"])
@@ -122,7 +122,3 @@ class Kind(Method):
         if self.options.train_adaln:
             params += [p for block in model.transformer_blocks for p in block.norm1.linear.parameters()]
         return params
-
-    def for_class(self, model: nn.Module, class_id: int, guidance: bool) -> nn.Module:
-        """Sample one class on dense merged weights."""
-        return deploy(model, class_id, guidance)

@@ -35,8 +35,9 @@ class VaeCodec:
             raise UserError(f"model.vae_path={path}: no such directory (a diffusers AutoencoderKL folder)")
         try:
             self.vae = AutoencoderKL.from_pretrained(path, local_files_only=True, use_safetensors=True).to(device)
-        except (OSError, ValueError, EnvironmentError) as exc:
-            raise UserError(f"model.vae_path={path}: not a loadable AutoencoderKL ({str(exc).splitlines()[0]})") from None
+        except (OSError, ValueError) as exc:
+            first = str(exc).splitlines()[0]
+            raise UserError(f"model.vae_path={path}: not a loadable AutoencoderKL ({first})") from None
         self.vae.requires_grad_(False).eval()
         self.scale = float(self.vae.config.scaling_factor)
         self.channels = int(self.vae.config.latent_channels)

@@ -1,8 +1,7 @@
 """Stage ``evaluate@<method>``: sample every snapshot of a cell, score it, write the result JSON.
 
 Kept apart from transfer, so that a change to metric code never forces retraining. Every method is
-sampled the same way: one class at a time, the same noise for the same (seed, class), through the
-method's ``for_class`` model (KIND deploys merged dense weights there).
+sampled the same way, by the shared sampler of :mod:`kind_bench.diffusion`.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from kind_bench.data import load_prepared, target_set
 from kind_bench.diffusion import noise_scheduler, sample
 from kind_bench.errors import UserError
 from kind_bench.io import load_module, read_json, write_json
-from kind_bench.methods import Method, make_method
+from kind_bench.methods import make_method
 from kind_bench.metrics.fidelity import class_accuracy, quality_metrics
 from kind_bench.models import null_label
 from kind_bench.paths import cell_of, evaluator_weights, metrics_path, result_path, run_dir, snapshot_path
@@ -27,22 +26,22 @@ from kind_bench.stages.common import descendant_depth, load_ancestry, make_targe
 
 
 @torch.no_grad()
-def generate(method: Method, model: nn.Module, cfg: Config, codec, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``sample.samples_per_class`` images per target class, as ([-1, 1] images, class index)."""
+def generate(model: nn.Module, cfg: Config, codec, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sample.samples_per_class`` images of every target class, as ([-1, 1] images, class index).
+
+    Classes are interleaved in each batch, as in DiT's sampling script; the noise is a function of the
+    run seed only, so every method with the same seed starts from the same noise.
+    """
     scheduler = noise_scheduler(cfg.diffusion)
-    guidance = cfg.sample.guidance_scale > 1
+    classes = torch.arange(len(cfg.task.target_classes), device=device)
+    labels = classes.repeat(cfg.sample.samples_per_class)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
     null = null_label(model)
-    images, labels = [], []
-    for c in range(len(cfg.task.target_classes)):
-        generator = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + c)
-        class_model = method.for_class(model, c, guidance)
-        for start in range(0, cfg.sample.samples_per_class, cfg.sample.batch_size):
-            n = min(cfg.sample.batch_size, cfg.sample.samples_per_class - start)
-            y = torch.full((n,), c, device=device, dtype=torch.long)
-            x = sample(class_model, y, (codec.channels, codec.size, codec.size), scheduler, cfg.sample, null, generator)
-            images.append(codec.decode(x).cpu())
-            labels.append(y.cpu())
-    return torch.cat(images), torch.cat(labels)
+    images = []
+    for batch in labels.split(cfg.sample.batch_size):
+        x = sample(model, batch, (codec.channels, codec.size, codec.size), scheduler, cfg.sample, null, generator)
+        images.append(codec.decode(x).cpu())
+    return torch.cat(images), labels.cpu()
 
 
 def score(generated: torch.Tensor, labels: torch.Tensor, reference: torch.Tensor, cfg: Config,
@@ -84,7 +83,7 @@ def run(cfg: Config) -> None:
             for step in trained["snapshots"]:
                 load_module(snapshot_path(cfg, cell, step), model, what="descendant checkpoint")
                 model.eval()
-                generated, labels = generate(method, model, cfg, codec, device)
+                generated, labels = generate(model, cfg, codec, device)
                 if not torch.isfinite(generated).all():
                     raise FloatingPointError("generated samples contain NaN or inf")
                 by_step[str(step)] = score(generated, labels, reference, cfg, device)

@@ -1,0 +1,125 @@
+"""``python -m kind_bench.perf``: KIND's speed against its dense reference, measured side by side.
+
+Prints three ratios on the default model (``kind-bench`` config, overridable with ``key=value``):
+
+1. KIND pre-training step / vanilla DiT step (all parameters train in both);
+2. KIND transfer step / full fine-tune step (each with its own trainable set);
+3. merged-KIND sampling / dense sampling (one class, classifier-free guidance, the same architecture).
+
+The two sides of each ratio alternate within one process, and each ratio is the median over rounds, so
+that drift on a shared machine cancels. Absolute times are printed too.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from kind_bench.config import Config, compose, torch_threads
+from kind_bench.diffusion import diffusion_loss, noise_scheduler, sample
+from kind_bench.kind.decompose import deploy
+from kind_bench.errors import UserError
+from kind_bench.methods import NoOptions, Target, Vanilla, make_ancestry, method_class
+from kind_bench.models import null_label
+from kind_bench.train import set_trainable
+
+
+def train_step(model: nn.Module, params: list[nn.Parameter], cfg: Config) -> Callable[[], None]:
+    """One optimiser step of the shared diffusion loss on a fixed random batch."""
+    set_trainable(model, params)
+    model.train()
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    scheduler = noise_scheduler(cfg.diffusion)
+    generator = torch.Generator().manual_seed(0)
+    n = cfg.transfer.batch_size
+    x = torch.randn(n, 1, cfg.data.image_size, cfg.data.image_size, generator=generator)
+    y = torch.randint(0, len(cfg.task.target_classes), (n,), generator=generator)
+    null = null_label(model)
+
+    def step() -> None:
+        loss = diffusion_loss(model, x, y, scheduler, null, cfg.diffusion.label_dropout, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def sampling(model: nn.Module, cfg: Config) -> Callable[[], None]:
+    """Sample ``samples_per_class`` images of class 0 with the configured sampler."""
+    scheduler = noise_scheduler(cfg.diffusion)
+    labels = torch.zeros(cfg.sample.samples_per_class, dtype=torch.long)
+    shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+
+    def run() -> None:
+        null = len(cfg.task.target_classes)
+        sample(model, labels, shape, scheduler, cfg.sample, null, torch.Generator().manual_seed(0))
+
+    return run
+
+
+def ratio(kind: Callable[[], None], dense: Callable[[], None], repeats: int, rounds: int) -> tuple[float, float, float]:
+    """(median KIND/dense ratio, KIND ms, dense ms), alternating the two sides each round."""
+    for fn in (kind, dense):
+        fn()  # warm-up
+    ratios, kind_ms, dense_ms = [], [], []
+    for _ in range(rounds):
+        times = []
+        for fn in (kind, dense):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            times.append((time.perf_counter() - start) / repeats * 1000)
+        kind_ms.append(times[0])
+        dense_ms.append(times[1])
+        ratios.append(times[0] / times[1])
+    return statistics.median(ratios), statistics.median(kind_ms), statistics.median(dense_ms)
+
+
+def measure(cfg: Config, repeats: int = 10, rounds: int = 5) -> dict[str, tuple[float, float, float]]:
+    """The three ratios of the module docstring."""
+    torch.manual_seed(0)
+    target = Target(len(cfg.task.target_classes), cfg.model.depth, cfg.model, cfg.data.channels, cfg.data.image_size)
+    kind_model, dense_model = make_ancestry(cfg, "kind").build(target), Vanilla(NoOptions()).build(target)
+    results = {"pretrain step (KIND / vanilla)": ratio(
+        train_step(kind_model, list(kind_model.parameters()), cfg),
+        train_step(dense_model, list(dense_model.parameters()), cfg), repeats, rounds)}
+
+    kind_method = method_class("kind")(method_class("kind").Options())
+    full = method_class("full_finetune")(method_class("full_finetune").Options())
+    kind_child = kind_method.build(kind_model, target).model
+    dense_child = full.build(dense_model, target).model
+    results["transfer step (KIND / full fine-tune)"] = ratio(
+        train_step(kind_child, kind_method.trainable_parameters(kind_child), cfg),
+        train_step(dense_child, full.trainable_parameters(dense_child), cfg), repeats, rounds)
+
+    kind_child.eval(), dense_child.eval()
+    merged = deploy(kind_child, 0, guidance=cfg.sample.guidance_scale > 1)
+    results["sampling (merged KIND / dense)"] = ratio(
+        sampling(merged, cfg), sampling(dense_child, cfg), max(1, repeats // 5), rounds)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the ratios for the default config (``key=value`` overrides allowed)."""
+    try:
+        cfg = compose(["ancestry=kind", *(argv if argv is not None else sys.argv[1:])])
+    except UserError as exc:
+        print(f"kind_bench.perf: error: {exc}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(torch_threads(cfg.runtime, per_cell=False))
+    print(f"model={cfg.model.name} (hidden {cfg.model.hidden_size}, depth {cfg.model.depth}), "
+          f"batch {cfg.transfer.batch_size}, {torch.get_num_threads()} threads, "
+          f"sampler {cfg.sample.scheduler} x{cfg.sample.steps}, guidance {cfg.sample.guidance_scale}")
+    for name, (r, kind_ms, dense_ms) in measure(cfg).items():
+        print(f"{name:40s} ratio {r:5.3f}   ({kind_ms:8.2f} ms vs {dense_ms:8.2f} ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

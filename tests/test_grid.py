@@ -1,0 +1,46 @@
+"""The DVC grid, the config tree and the method registry agree with each other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kind_bench.config import compose, group_choices
+from kind_bench.methods import discover, method_class
+from kind_bench.paths import ancestry_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_params_methods_map_to_each_methods_declared_ancestry():
+    cfg = compose([f"suite={PARAMS['suite']}"])
+    for name, dependency in PARAMS["methods"].items():
+        ancestry = method_class(name).ancestry
+        if ancestry is None:
+            assert dependency == f"artifacts/data/{cfg.data.name}.safetensors"
+        else:
+            assert dependency == str(ancestry_weights(cfg, ancestry.name))
+            assert ancestry.name in PARAMS["ancestries"]
+
+
+def test_every_registered_method_has_a_config_file_of_the_same_name():
+    registry, broken = discover()
+    assert not broken
+    for name in registry:
+        assert (ROOT / "benchmarks" / "method" / f"{name}.yaml").is_file(), name
+        assert compose([f"method={name}"]).method["name"] == name
+
+
+@pytest.mark.parametrize("group", ["task", "model", "method", "ancestry", "suite"])
+def test_every_config_file_composes_and_validates(group):
+    for choice in group_choices(group):
+        compose([f"{group}={choice}"])
+
+
+def test_builtin_methods_come_through_the_entry_point_group():
+    registry, _ = discover()
+    assert {"kind", "scratch", "full_finetune"} <= set(registry)
+    assert all(registry[name].builtin for name in ("kind", "scratch", "full_finetune"))

@@ -1,0 +1,119 @@
+"""KIND at the model level: the decomposed DiT, its transfer, and dense per-class deployment."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from kind_bench.config import ModelConfig
+from kind_bench.kind.decompose import deploy, kind_layers
+from kind_bench.kind.layer import GuidedPairLinear, KindLinear
+from kind_bench.kind.method import Kind, KindAncestryOptions, KindOptions, build_kind_model
+from kind_bench.methods import Target
+from kind_bench.models import build_dit, class_embedders
+
+MODEL = ModelConfig(hidden_size=16, num_heads=2, depth=2)
+TARGET = Target(num_classes=3, depth=2, model=MODEL, in_channels=1, sample_size=8)
+
+
+def inputs(labels: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    n = len(labels)
+    return torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 1000, (n,), generator=g), torch.tensor(labels)
+
+
+def randomise(model: torch.nn.Module) -> None:
+    """Leave the zero-initialised adaLN/output behind so that every component matters."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+
+
+def test_every_decomposed_layer_starts_as_the_svd_of_the_dense_init():
+    torch.manual_seed(0)
+    dense = build_dit(MODEL, 3, 1, 8)
+    torch.manual_seed(0)
+    kind = build_kind_model(KindAncestryOptions(n_tailors=4, tailors_per_class=4), TARGET)
+    layers = kind_layers(kind)
+    assert len(layers) == 2 * 6  # q, k, v, out, fc1, fc2 in each of 2 blocks
+    dense_weights = dict(dense.named_parameters())
+    for name, layer in layers:
+        torch.testing.assert_close((layer.U * layer.sigma) @ layer.V.T, dense_weights[f"{name}.weight"],
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_with_every_tailor_open_the_kind_model_is_the_dense_model():
+    torch.manual_seed(0)
+    dense = build_dit(MODEL, 3, 1, 8)
+    kind = build_kind_model(KindAncestryOptions(n_tailors=4, tailors_per_class=4), TARGET)
+    randomise(dense)
+    state = {k: v for k, v in dense.state_dict().items()}
+    for name, layer in kind_layers(kind):  # decompose the randomised dense weights
+        fresh = KindLinear.from_linear(dense.get_submodule(name), 4, kind.kind_gate)
+        layer.load_state_dict(fresh.state_dict())
+    kind.load_state_dict({k: v for k, v in state.items() if k in kind.state_dict()}, strict=False)
+    x, t, y = inputs([0, 1, 2, 1])
+    torch.testing.assert_close(kind(x, timestep=t, class_labels=y).sample, dense(x, timestep=t, class_labels=y).sample,
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_a_sample_does_not_depend_on_the_rest_of_the_batch():
+    torch.manual_seed(0)
+    kind = build_kind_model(KindAncestryOptions(n_tailors=4, tailors_per_class=2), TARGET)
+    randomise(kind)
+    x, t, y = inputs([0, 1, 2, 3])  # 3 is the null label
+    batch = kind(x, timestep=t, class_labels=y).sample
+    for i in range(4):
+        alone = kind(x[i : i + 1], timestep=t[i : i + 1], class_labels=y[i : i + 1]).sample
+        torch.testing.assert_close(batch[i : i + 1], alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("guidance", [False, True])
+def test_deployed_dense_model_equals_the_gated_model(guidance):
+    torch.manual_seed(0)
+    kind = build_kind_model(KindAncestryOptions(n_tailors=4, tailors_per_class=2), TARGET)
+    randomise(kind)
+    for c in range(3):
+        dense = deploy(kind, c, guidance)
+        assert not kind_layers(dense)
+        assert all(isinstance(m, (GuidedPairLinear if guidance else torch.nn.Linear)) for m in
+                   (dense.transformer_blocks[0].attn1.to_q, dense.transformer_blocks[1].ff.net[2]))
+        labels = [c, c, 3, 3] if guidance else [c, c]
+        x, t, y = inputs(labels, seed=c)
+        expected = kind(x, timestep=t, class_labels=y).sample
+        got = dense(x, timestep=t, class_labels=y).sample
+        assert (got - expected).abs().max() < 1e-5
+
+
+def test_transfer_copies_learngenes_and_redraws_tailors_and_class_embeddings():
+    torch.manual_seed(0)
+    ancestry = build_kind_model(KindAncestryOptions(n_tailors=4, tailors_per_class=2), TARGET)
+    randomise(ancestry)
+    target = Target(num_classes=4, depth=2, model=MODEL, in_channels=1, sample_size=8)
+    built = Kind(KindOptions()).build(copy.deepcopy(ancestry), target)
+    model = built.model
+    for (name, old), (_, new) in zip(kind_layers(ancestry), kind_layers(model), strict=True):
+        assert torch.equal(old.U_G, new.U_G) and torch.equal(old.sigma_G, new.sigma_G) and torch.equal(old.V_G, new.V_G)
+        assert not torch.equal(old.U_T, new.U_T), name
+    assert model.kind_gate.num_classes == 4
+    assert all(e.embedding_table.num_embeddings == 5 for e in class_embedders(model))
+    adaln = model.transformer_blocks[0].norm1.linear.weight
+    assert torch.equal(adaln, ancestry.transformer_blocks[0].norm1.linear.weight)
+    assert 0 < built.transferred < sum(p.numel() for p in model.parameters())
+
+
+def test_default_transfer_trains_tailors_class_embeddings_and_final_layer_only():
+    torch.manual_seed(0)
+    ancestry = build_kind_model(KindAncestryOptions(n_tailors=4, tailors_per_class=2), TARGET)
+    method = Kind(KindOptions())
+    model = method.build(ancestry, TARGET).model
+    trainable = {id(p) for p in method.trainable_parameters(model)}
+    names = {n for n, p in model.named_parameters() if id(p) in trainable}
+    assert all(n.endswith(("U_T", "sigma_T", "V_T")) or "class_embedder" in n or n.startswith("proj_out")
+               for n in names)
+    assert any(n.endswith("U_T") for n in names) and any("class_embedder" in n for n in names)
+    both = Kind(KindOptions(freeze_learngenes=False, train_adaln=True))
+    more = {n for n, p in model.named_parameters() if id(p) in {id(q) for q in both.trainable_parameters(model)}}
+    assert any(n.endswith("U_G") for n in more) and any("norm1.linear" in n for n in more)

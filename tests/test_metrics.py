@@ -1,0 +1,66 @@
+"""Metric sanity: real data against itself scores near zero; noise scores badly."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from kind_bench.config import compose
+from kind_bench.data import load_prepared, target_set
+from kind_bench.metrics import DIRECTION
+from kind_bench.metrics.fidelity import class_accuracy, quality_metrics, to_uint8
+from kind_bench.paths import evaluator_weights
+
+
+@pytest.fixture(scope="module")
+def real(workspace):
+    cwd = os.getcwd()
+    os.chdir(workspace)
+    try:
+        cfg = compose([])
+        train, test, _ = load_prepared(cfg)
+        weights = evaluator_weights(cfg).resolve()
+    finally:
+        os.chdir(cwd)
+    return cfg, target_set(train, cfg.task), target_set(test, cfg.task), weights
+
+
+def test_real_test_images_against_real_train_images_score_near_zero(real):
+    cfg, train, test, weights = real
+    subset = train.images[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:250]]
+    scores = quality_metrics(subset, test.images, cfg.eval, weights, torch.device("cpu"))
+    assert set(scores) == {"fd_digits", "is_digits", "kid_digits", "precision_digits", "recall_digits"}
+    assert scores["fd_digits"] < 1.0
+    assert abs(scores["kid_digits"]) < 0.1
+    assert 4.0 < scores["is_digits"] <= 5.0 + 0.5  # near the 5 target classes
+    assert scores["precision_digits"] > 0.7 and scores["recall_digits"] > 0.7
+
+
+def test_uniform_noise_scores_badly(real):
+    cfg, train, test, weights = real
+    noise = torch.rand(250, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    scores = quality_metrics(noise, test.images, cfg.eval, weights, torch.device("cpu"))
+    assert scores["fd_digits"] > 10.0
+    assert scores["precision_digits"] < 0.1 and scores["is_digits"] < 3.5
+
+
+def test_class_accuracy_agrees_with_real_labels_and_not_with_shuffled_ones(real):
+    cfg, _, test, weights = real
+    source_ids = torch.tensor(cfg.task.target_classes)[test.labels]
+    assert class_accuracy(test.images, source_ids, weights) > 0.9
+    wrong = torch.tensor(cfg.task.target_classes)[(test.labels + 1) % 5]
+    assert class_accuracy(test.images, wrong, weights) < 0.1
+
+
+def test_every_reported_metric_declares_its_direction():
+    assert set(DIRECTION.values()) == {"lower", "higher"}
+    assert DIRECTION["fd_digits"] == "lower" and DIRECTION["is_digits"] == "higher"
+
+
+def test_uint8_conversion_round_trips_the_unit_range():
+    x = torch.tensor([[-1.0, 0.0, 1.0]]).view(1, 1, 1, 3)
+    out = to_uint8(x)
+    assert out.shape == (1, 3, 1, 3) and out.dtype == torch.uint8
+    assert out[0, 0, 0].tolist() == [0, 128, 255]

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from kind_bench.inherit import copy_parameters
+from kind_bench.inherit import dense_descendant
 from kind_bench.methods import Descendant, Method, Target, Vanilla
-from kind_bench.models import build_dit
 
 
 class FullFinetune(Method):
@@ -22,9 +21,7 @@ class FullFinetune(Method):
     ancestry = Vanilla
 
     def build(self, ancestry: nn.Module | None, target: Target) -> Descendant:
-        model = build_dit(target.model, target.num_classes, target.in_channels, target.sample_size, target.depth)
-        transferred = copy_parameters(ancestry, model, skip=lambda name: "class_embedder" in name)
-        return Descendant(model, transferred)
+        return Descendant(*dense_descendant(ancestry, target))
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         return list(model.parameters())

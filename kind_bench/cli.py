@@ -39,21 +39,6 @@ def expand_sweeps(overrides: list[str]) -> list[list[str]]:
     return [list(cell) for cell in itertools.product(*axes)]
 
 
-def compose_for_method(overrides: list[str]):
-    """Compose a config whose ``ancestry`` group is the one the chosen method needs."""
-    from kind_bench.config import compose
-    from kind_bench.methods import method_class
-
-    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("method=")]
-    cls = method_class(chosen[-1] if chosen else str(compose([]).method.get("name")))
-    if cls.ancestry is None:
-        return compose(overrides)
-    explicit = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("ancestry=")]
-    if explicit and explicit[-1] != cls.ancestry.name:
-        raise UserError(f"method={cls.name} needs ancestry={cls.ancestry.name}, not {explicit[-1]}")
-    return compose([f"ancestry={cls.ancestry.name}", *overrides])
-
-
 #: verb -> (module with a ``run(cfg)`` function, whether the verb runs per (method, task, seed) cell)
 STAGES: dict[str, tuple[str, bool]] = {
     "data": ("kind_bench.stages.data", False),
@@ -70,9 +55,10 @@ def run_stage(verb: str, overrides: list[str]) -> None:
     from importlib import import_module
 
     from kind_bench.config import compose
+    from kind_bench.methods import compose_cell
 
     module_name, per_cell = STAGES[verb]
-    configs = [compose_for_method(cell) for cell in expand_sweeps(overrides)] if per_cell else [compose(overrides)]
+    configs = [compose_cell(cell) for cell in expand_sweeps(overrides)] if per_cell else [compose(overrides)]
     module = import_module(module_name)
     run_all(module.run, configs, per_cell)
 

@@ -31,3 +31,32 @@ def copy_parameters(
             param.copy_(src)
             copied += param.numel()
     return copied
+
+
+def dense_descendant(ancestry: nn.Module, target) -> tuple[nn.Module, int]:
+    """A fresh DiT for ``target`` holding every ancestry parameter except the class embeddings.
+
+    The per-block label tables are left freshly initialised: the target labels mean different things.
+    Returns the model and the number of parameter elements copied.
+    """
+    from kind_bench.models import build_dit
+
+    model = build_dit(target.model, target.num_classes, target.in_channels, target.sample_size, target.depth)
+    return model, copy_parameters(ancestry, model, skip=lambda name: "class_embedder" in name)
+
+
+def block_map(source_depth: int, target_depth: int) -> list[int]:
+    """Evenly spaced source blocks for each target block (identity when the depths match)."""
+    if target_depth == 1:
+        return [0]
+    return [round(i * (source_depth - 1) / (target_depth - 1)) for i in range(target_depth)]
+
+
+def copy_blocks(source: nn.Module, target: nn.Module, pairs: dict[int, int]) -> int:
+    """Copy whole DiT blocks ``{target index: source index}``, except their class-embedding tables."""
+    copied = 0
+    for dst, src in pairs.items():
+        copied += copy_parameters(
+            source.transformer_blocks[src], target.transformer_blocks[dst], skip=lambda name: "class_embedder" in name
+        )
+    return copied

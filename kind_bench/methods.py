@@ -8,6 +8,8 @@ packages use (see ``pyproject.toml``), so every run exercises the plugin path.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
@@ -15,7 +17,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from kind_bench.config import Config, ModelConfig, validate_section
+from kind_bench.config import Config, ModelConfig, compose, config_dir, validate_section
 from kind_bench.errors import UserError, choices_error
 
 ENTRY_POINT_GROUP = "kind_bench.methods"
@@ -184,3 +186,28 @@ def make_ancestry(cfg: Config, name: str) -> Ancestry:
     if cfg.ancestry.get("name") != name:
         raise UserError(f"ancestry={cfg.ancestry.get('name')!r} does not match the ancestry {name!r} this needs")
     return cls(validate_section(cfg.ancestry, cls.Options, "ancestry"))
+
+
+def _group_defaults(group: str, name: str, options: type) -> list[str]:
+    """Overrides that select ``name`` in ``group``: its YAML file if the config tree has one, else the
+    defaults of its options dataclass (so an installed plugin runs without adding files here)."""
+    if (config_dir() / group / f"{name}.yaml").is_file():
+        return [f"{group}={name}"]
+    fields = [f"+{group}.{f.name}={json.dumps(getattr(options(), f.name))}" for f in dataclasses.fields(options)]
+    return [f"~{group}", f"+{group}.name={name}", *fields]
+
+
+def compose_cell(overrides: list[str]) -> Config:
+    """Compose the config of one (method, task, seed) cell: the ``method`` group set to the chosen
+    method and the ``ancestry`` group to the ancestry that method declares."""
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("method=")]
+    cls = method_class(chosen[-1] if chosen else str(compose([]).method.get("name")))
+    rest = [o for o in overrides if not o.startswith("method=")]
+    selected = _group_defaults("method", cls.name, cls.Options)
+    if cls.ancestry is not None:
+        explicit = [o.split("=", 1)[1] for o in rest if o.lstrip("+").startswith("ancestry=")]
+        if explicit and explicit[-1] != cls.ancestry.name:
+            raise UserError(f"method={cls.name} needs ancestry={cls.ancestry.name}, not {explicit[-1]}")
+        rest = [o for o in rest if not o.lstrip("+").startswith("ancestry=")]
+        selected += _group_defaults("ancestry", cls.ancestry.name, cls.ancestry.Options)
+    return compose([*selected, *rest])

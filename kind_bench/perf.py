@@ -22,8 +22,8 @@ from torch import nn
 
 from kind_bench.config import Config, compose, torch_threads
 from kind_bench.diffusion import diffusion_loss, noise_scheduler, sample
-from kind_bench.kind.decompose import deploy
 from kind_bench.errors import UserError
+from kind_bench.kind.decompose import deploy
 from kind_bench.methods import NoOptions, Target, Vanilla, make_ancestry, method_class
 from kind_bench.models import null_label
 from kind_bench.train import set_trainable

@@ -11,7 +11,7 @@ import pytest
 from kind_bench.cli import main
 
 CASES = [
-    (["transfer", "method=nope"], "method='nope' is not one of: full_finetune, kind, scratch"),
+    (["transfer", "method=nope"], "method='nope' is not one of: auto_lg, difffit, dora, fine, full_finetune, heur_lg"),
     (["transfer", "task=nope"], "task='nope' is not one of:"),
     (["pretrain", "model=nope"], "model='nope' is not one of: dit_b2, dit_l2, dit_s2, dit_tiny"),
     (["transfer", "transfer.steps=many"], "transfer.steps"),
@@ -37,5 +37,6 @@ def test_console_script_exit_code_and_single_line(tmp_path):
     proc = subprocess.run([str(exe), "transfer", "method=nope"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "kind-bench: error: method='nope' is not one of: full_finetune, kind, scratch"
+        "kind-bench: error: method='nope' is not one of: auto_lg, difffit, dora, fine, full_finetune, heur_lg, kind, "
+        "lora, pissa, scratch, svdiff, tleg"
     ]

@@ -24,12 +24,13 @@ def test_params_methods_map_to_each_methods_declared_ancestry():
         else:
             assert dependency == str(ancestry_weights(cfg, ancestry.name))
             assert ancestry.name in PARAMS["ancestries"]
+    assert set(PARAMS["methods"]) == {n for n, entry in discover()[0].items() if entry.builtin}
 
 
-def test_every_registered_method_has_a_config_file_of_the_same_name():
+def test_every_builtin_method_has_a_config_file_of_the_same_name():
     registry, broken = discover()
     assert not broken
-    for name in registry:
+    for name in (n for n, entry in registry.items() if entry.builtin):
         assert (ROOT / "benchmarks" / "method" / f"{name}.yaml").is_file(), name
         assert compose([f"method={name}"]).method["name"] == name
 
@@ -42,5 +43,7 @@ def test_every_config_file_composes_and_validates(group):
 
 def test_builtin_methods_come_through_the_entry_point_group():
     registry, _ = discover()
-    assert {"kind", "scratch", "full_finetune"} <= set(registry)
-    assert all(registry[name].builtin for name in ("kind", "scratch", "full_finetune"))
+    builtin = {"kind", "scratch", "full_finetune", "lora", "pissa", "dora", "svdiff", "difffit", "heur_lg", "auto_lg",
+               "tleg", "fine"}
+    assert builtin <= set(registry)
+    assert all(registry[name].builtin for name in builtin)

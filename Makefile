@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test lint perf clean
+.PHONY: repro test lint perf budget clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || python3 -m venv $(VENV)
@@ -27,3 +27,6 @@ perf: $(STAMP)
 
 clean:
 	rm -rf $(VENV) artifacts .dvc/cache .dvc/tmp
+
+budget: $(STAMP)
+	$(BIN)/python -m kind_bench.budget

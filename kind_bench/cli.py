@@ -1,8 +1,9 @@
 """``kind-bench <verb> [key=value ...]``: every pipeline stage is one call with Hydra overrides.
 
-Verbs: data, evaluator, pretrain, transfer, evaluate, leaderboard, list. ``transfer`` and ``evaluate``
-accept Hydra sweep syntax for the cell keys (``task=novel,shift seed=0,1,2``) and run the cells one after
-the other in one process. Bad input ends the call with one line on stderr and exit status 2.
+Verbs: data, evaluator, pretrain, transfer, evaluate, run (transfer then evaluate), floor, recombine,
+leaderboard, list, check. The per-cell verbs (transfer, evaluate, run, floor) accept Hydra sweep syntax
+for the cell keys (``task=novel,shift seed=0,1,2``) and run the cells in one process, spread over
+``runtime.workers`` forked workers. Bad input ends the call with one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import argparse
 import itertools
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from kind_bench.errors import UserError
 
-VERBS = ("data", "evaluator", "pretrain", "transfer", "evaluate", "leaderboard", "list")
+VERBS = ("data", "evaluator", "pretrain", "transfer", "evaluate", "run", "floor", "recombine", "leaderboard",
+         "list", "check")
 SWEEPABLE = ("task", "seed")
 
 
@@ -39,14 +42,26 @@ def expand_sweeps(overrides: list[str]) -> list[list[str]]:
     return [list(cell) for cell in itertools.product(*axes)]
 
 
-#: verb -> (module with a ``run(cfg)`` function, whether the verb runs per (method, task, seed) cell)
-STAGES: dict[str, tuple[str, bool]] = {
-    "data": ("kind_bench.stages.data", False),
-    "evaluator": ("kind_bench.stages.evaluator", False),
-    "pretrain": ("kind_bench.stages.pretrain", False),
-    "transfer": ("kind_bench.stages.transfer", True),
-    "evaluate": ("kind_bench.stages.evaluate", True),
-    "leaderboard": ("kind_bench.leaderboard", False),
+@dataclass(frozen=True)
+class Stage:
+    """A verb's module (with a ``run(cfg)`` function), whether it runs per task x seed cell, and
+    whether those cells belong to a method (so the method's ancestry config is composed in)."""
+
+    module: str
+    per_cell: bool = False
+    per_method: bool = False
+
+
+STAGES: dict[str, Stage] = {
+    "data": Stage("kind_bench.stages.data"),
+    "evaluator": Stage("kind_bench.stages.evaluator"),
+    "pretrain": Stage("kind_bench.stages.pretrain"),
+    "transfer": Stage("kind_bench.stages.transfer", per_cell=True, per_method=True),
+    "evaluate": Stage("kind_bench.stages.evaluate", per_cell=True, per_method=True),
+    "run": Stage("kind_bench.stages.run", per_cell=True, per_method=True),
+    "floor": Stage("kind_bench.stages.floor", per_cell=True),
+    "recombine": Stage("kind_bench.stages.recombine"),
+    "leaderboard": Stage("kind_bench.leaderboard"),
 }
 
 
@@ -57,10 +72,10 @@ def run_stage(verb: str, overrides: list[str]) -> None:
     from kind_bench.config import compose
     from kind_bench.methods import compose_cell
 
-    module_name, per_cell = STAGES[verb]
-    configs = [compose_cell(cell) for cell in expand_sweeps(overrides)] if per_cell else [compose(overrides)]
-    module = import_module(module_name)
-    run_all(module.run, configs, per_cell)
+    stage = STAGES[verb]
+    cells = expand_sweeps(overrides) if stage.per_cell else [overrides]
+    configs = [compose_cell(cell) if stage.per_method else compose(cell) for cell in cells]
+    run_all(import_module(stage.module).run, configs, stage.per_cell)
 
 
 def run_all(run: Callable[[Any], None], configs: list, per_cell: bool) -> None:
@@ -110,10 +125,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kind-bench", description=__doc__.splitlines()[0])
     parser.add_argument("verb", help=f"one of: {', '.join(VERBS)}")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, key=value")
-    args = parser.parse_args(argv)
+    parser.add_argument("--update", action="store_true", help="check: write the reference instead of comparing")
+    parser.add_argument("--no-run", action="store_true", help="check: compare the results already on disk")
+    args = parser.parse_intermixed_args(argv)
     try:
         if args.verb == "list":
             list_methods()
+        elif args.verb == "check":
+            from kind_bench.check import run as check
+            from kind_bench.config import compose
+
+            return check(compose(args.overrides), args.overrides, update=args.update, rerun=not args.no_run)
         elif args.verb in STAGES:
             run_stage(args.verb, args.overrides)
         else:

@@ -24,11 +24,24 @@ GROUPS = ("suite", "data", "task", "model", "method", "ancestry")
 
 
 @dataclass
+class CheckConfig:
+    """The regression check of a suite: its grid, the committed reference and per-metric tolerances."""
+
+    methods: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    reference: str = "results/reference/ci.json"
+    tolerances: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class SuiteConfig:
-    """A named benchmark suite: its ancestry classes, leaderboard file and artifact folders."""
+    """A named benchmark suite: its ancestry classes, leaderboard file and artifact folders (and, for
+    the ``ci`` suite, the regression check run by ``kind-bench check``)."""
 
     name: str = "digits"
     ancestry_classes: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    check: CheckConfig | None = None
 
 
 @dataclass
@@ -111,6 +124,7 @@ class EvalConfig:
     kid_subsets: int = 50
     isc_splits: int = 1
     prc_neighborhood: int = 3
+    grid_seed: int = 0  # the seed whose samples are drawn as a picture per method x task
 
 
 @dataclass

@@ -7,6 +7,7 @@ missing, truncated or corrupted file into a :class:`UserError` that names the fi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -55,50 +56,78 @@ def read_json(path: str | Path, what: str = "file") -> Any:
                         "delete it and rerun the stage that produces it") from None
 
 
+def checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of the tensors, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().contiguous().cpu()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Save a flat dict of tensors as safetensors, atomically."""
+    """Save a flat dict of tensors as safetensors, atomically, with a checksum in the header."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    meta = {**(metadata or {}), "sha256": checksum(tensors)}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def _damaged(path: Path, what: str, detail: str) -> UserError:
+    return UserError(f"{what} {path} is truncated or corrupted ({detail}); "
+                     "delete it and rerun the stage that produces it (dvc repro)")
 
 
 def load_tensors(path: str | Path, what: str = "weights file") -> dict[str, torch.Tensor]:
-    """Load safetensors; a missing or damaged file is a one-line UserError naming it."""
+    """Load safetensors; a missing, truncated or altered file is a one-line UserError naming it.
+
+    safetensors itself catches a broken header or a short file; the stored checksum catches changed bytes.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} {path} not found: run the stage that produces it (dvc repro)")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
+        expected = load_metadata(path, what).get("sha256")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{what} {path} is truncated or corrupted ({first}); "
-                        "delete it and rerun the stage that produces it (dvc repro)") from None
+        raise _damaged(path, what, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) \
+            from None
+    if expected is not None and checksum(tensors) != expected:
+        raise _damaged(path, what, "checksum mismatch")
+    return tensors
 
 
-def load_metadata(path: str | Path) -> dict[str, str]:
+def load_metadata(path: str | Path, what: str = "weights file") -> dict[str, str]:
     """The string metadata stored in a safetensors header."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
             return dict(handle.metadata() or {})
-    except (SafetensorError, OSError) as exc:
-        raise UserError(f"weights file {path} is truncated or corrupted ({exc}); rerun its stage") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise _damaged(Path(path), what, str(exc).strip().splitlines()[0]) from None
 
 
-def save_module(path: str | Path, module: torch.nn.Module, metadata: dict[str, str] | None = None) -> None:
-    """Save a module's state dict; tensors shared between modules (FINE, TLEG) are stored once."""
-    state = module.state_dict()
+def state_tensors(state: dict[str, torch.Tensor], prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Split a state dict into unique tensors and ``{alias: name}`` for tensors stored twice (shared
+    weights), since safetensors refuses to store one tensor under two names."""
     seen: dict[tuple, str] = {}
     unique: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     for name, tensor in state.items():
         key = (tensor.data_ptr(), tuple(tensor.shape), tensor.stride()) if tensor.numel() else (id(tensor),)
         if key in seen:
-            aliases[name] = seen[key]
+            aliases[prefix + name] = seen[key]
         else:
-            seen[key] = name
-            unique[name] = tensor
+            seen[key] = prefix + name
+            unique[prefix + name] = tensor
+    return unique, aliases
+
+
+def save_module(path: str | Path, module: torch.nn.Module, metadata: dict[str, str] | None = None) -> None:
+    """Save a module's state dict; tensors shared between modules (FINE, TLEG) are stored once."""
+    unique, aliases = state_tensors(module.state_dict())
     meta = dict(metadata or {})
     if aliases:
         meta["aliases"] = json.dumps(aliases, sort_keys=True)

@@ -6,12 +6,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from kind_bench.checkpoint import LoopState, load_checkpoint, save_checkpoint
 from kind_bench.config import DiffusionConfig, TrainConfig
 from kind_bench.diffusion import diffusion_loss, noise_scheduler
+from kind_bench.metrics.cost import count_flops, task_bytes
 from kind_bench.models import null_label
 
 
@@ -28,12 +31,14 @@ class TrainResult:
     train_time_s: float
     peak_memory_mb: float
     trainable_params: int
+    task_bytes: int
+    flops_per_step: int
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
 
 
-def snapshot_steps(cfg: TrainConfig) -> list[int]:
-    """The steps at which weights are kept, from the configured fractions."""
-    return sorted({max(1, round(f * cfg.steps)) for f in cfg.snapshots})
+def snapshot_schedule(cfg: TrainConfig) -> list[dict[str, float | int]]:
+    """``[{"fraction": f, "step": s}]`` for each configured fraction of the steps, in order."""
+    return [{"fraction": f, "step": max(1, round(f * cfg.steps))} for f in sorted(set(cfg.snapshots))]
 
 
 def set_trainable(model: nn.Module, params: list[nn.Parameter]) -> None:
@@ -52,8 +57,8 @@ def state_memory_mb(params: list[nn.Parameter], optimizer: torch.optim.Optimizer
     return (weights + grads + state) / 2**20
 
 
-def activation_memory_mb(loss_fn: Callable[[], torch.Tensor]) -> float:
-    """Bytes saved for backward by one training step, in MiB (the activation memory)."""
+def step_profile(loss_fn: Callable[[], torch.Tensor], params: list[nn.Parameter]) -> tuple[float, int]:
+    """One extra forward + backward: (MiB saved for backward, i.e. activation memory; FLOPs)."""
     saved = 0
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -61,9 +66,15 @@ def activation_memory_mb(loss_fn: Callable[[], torch.Tensor]) -> float:
         saved += t.numel() * t.element_size()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss_fn()
-    return saved / 2**20
+    def step() -> None:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = loss_fn()
+        loss.backward()
+
+    flops = count_flops(step)
+    for p in params:
+        p.grad = None
+    return saved / 2**20, flops
 
 
 def train(
@@ -77,13 +88,19 @@ def train(
     on_snapshot: Callable[[int, nn.Module], None] | None = None,
     desc: str = "train",
     quiet: bool = False,
+    checkpoint: Path | None = None,
+    fingerprint: str = "",
 ) -> TrainResult:
     """Train ``params`` of ``model`` on (images, labels) with the diffusion loss.
 
     ``images`` are already in model space and on the model's device. Batches are drawn with
     replacement from a generator seeded with ``seed``, so a run is a pure function of its config.
+    With ``checkpoint`` set and ``cfg.checkpoint_every`` > 0 the whole state is written there every that
+    many steps, a run finding a checkpoint of the same ``fingerprint`` resumes from it, and the file is
+    removed once training ends.
     Peak memory is CUDA's allocator peak on a GPU; on CPU it is weights + gradients + optimizer state
-    plus the activations saved by one step (measured, not estimated).
+    plus the activations saved by one step (measured, not estimated). FLOPs per step come from torch's
+    flop counter on one extra forward + backward after training.
     """
     from tqdm.auto import tqdm
 
@@ -93,11 +110,11 @@ def train(
     scheduler = noise_scheduler(diffusion)
     null = null_label(model)
     generator = torch.Generator(device=device).manual_seed(seed)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     )
-    snapshots = set(snapshot_steps(cfg))
+    snapshots = {entry["step"] for entry in snapshot_schedule(cfg)}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -105,11 +122,15 @@ def train(
         index = torch.randint(0, len(labels), (cfg.batch_size,), generator=generator, device=device)
         return diffusion_loss(model, images[index], labels[index], scheduler, null, diffusion.label_dropout, generator)
 
-    curve: list[tuple[int, float]] = []
-    recent: list[float] = []
-    activations = 0.0
-    start = time.perf_counter()
-    bar = tqdm(range(1, cfg.steps + 1), desc=desc, disable=quiet, leave=False, unit="step")
+    loop = LoopState()
+    if checkpoint is not None:
+        loop = load_checkpoint(checkpoint, model, optimizer, lr_schedule, generator, fingerprint) or loop
+        if loop.step and not quiet:
+            print(f"{desc}: resuming from step {loop.step} ({checkpoint})")
+    curve, recent = [tuple(point) for point in loop.curve], loop.recent
+    start = time.perf_counter() - loop.elapsed_s
+    bar = tqdm(range(loop.step + 1, cfg.steps + 1), desc=desc, disable=quiet, leave=False, unit="step",
+               initial=loop.step, total=cfg.steps)
     for step in bar:
         loss = batch_loss()
         value = float(loss.detach())
@@ -129,11 +150,15 @@ def train(
             model.eval()
             on_snapshot(step, model)
             model.train()
+        if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            state = LoopState(step, time.perf_counter() - start, [list(p) for p in curve], list(recent))
+            save_checkpoint(checkpoint, model, optimizer, lr_schedule, generator, state, fingerprint)
     elapsed = time.perf_counter() - start
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        activations = activation_memory_mb(batch_loss)
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+    activations, flops = step_profile(batch_loss, params)
+    if device.type != "cuda":
         peak = state_memory_mb(params, optimizer, model) + activations
     model.eval()
     return TrainResult(
@@ -142,5 +167,7 @@ def train(
         train_time_s=elapsed,
         peak_memory_mb=peak,
         trainable_params=sum(p.numel() for p in params),
+        task_bytes=task_bytes(params),
+        flops_per_step=flops,
         loss_curve=curve,
     )

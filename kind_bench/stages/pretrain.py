@@ -1,9 +1,14 @@
-"""Stage ``pretrain@<ancestry>``: pre-train one ancestry on the suite's ancestry classes, once."""
+"""Stage ``pretrain@<ancestry>``: pre-train one ancestry on the suite's ancestry classes, once.
+
+Every ``pretrain.checkpoint_every`` steps the training state goes to ``<weights>.resume.safetensors``
+(not a DVC output, so DVC leaves it alone); a killed run restarted with the same config resumes there.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
+from kind_bench.checkpoint import fingerprint
 from kind_bench.config import Config, as_dict
 from kind_bench.data import ancestry_set, load_prepared
 from kind_bench.io import save_module, write_json
@@ -24,9 +29,12 @@ def run(cfg: Config) -> None:
     seed_everything(cfg.seed)
     model = ancestry.build(make_target(cfg, codec, len(cfg.suite.ancestry_classes), cfg.model.depth)).to(device)
     images = codec.encode(data.images.to(device))
+    weights = ancestry_weights(cfg, name)
     result = train(model, ancestry.trainable_parameters(model), images, data.labels.to(device), cfg.pretrain,
-                   cfg.diffusion, seed=cfg.seed, desc=f"pretrain {name}", quiet=cfg.quiet)
-    save_module(ancestry_weights(cfg, name), model, metadata={"ancestry": name})
+                   cfg.diffusion, seed=cfg.seed, desc=f"pretrain {name}", quiet=cfg.quiet,
+                   checkpoint=weights.with_suffix(".resume.safetensors"),
+                   fingerprint=fingerprint(as_dict(cfg), f"pretrain {name}", type(ancestry)))
+    save_module(weights, model, metadata={"ancestry": name})
     info = dataclasses.asdict(result)
     info["total_params"] = sum(p.numel() for p in model.parameters())
     write_json(ancestry_report(cfg, name), {

@@ -1,0 +1,127 @@
+"""Resumable training state: model, optimizer, LR schedule, RNG states and step, in one safetensors file.
+
+Written atomically every ``checkpoint_every`` steps. A checkpoint carries the fingerprint of the config
+and code that produced it; a restart with the same config and code resumes from it, anything else starts
+afresh. With
+the same thread count on CPU, a resumed run is bit-identical to an uninterrupted one: every random draw
+of the loop comes from the generator whose state is saved here.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kind_bench.io import load_metadata, load_tensors, save_tensors, state_tensors
+
+#: config sections that cannot change a training run's numbers (they only shape its evaluation or output)
+NOT_TRAINING = ("quiet", "sample", "eval")
+
+
+def fingerprint(config: dict[str, Any], phase: str, *sources: type | str) -> str:
+    """A stable hash of what determines a training run: the config (minus :data:`NOT_TRAINING` and
+    ``runtime.workers``), the phase, the torch thread count, and the code (:func:`code_digest`)."""
+    relevant = {k: v for k, v in config.items() if k not in NOT_TRAINING}
+    relevant["runtime"] = {"threads": torch.get_num_threads()}
+    text = json.dumps({"phase": phase, "config": relevant, "code": code_digest(*sources)}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@functools.cache
+def _package_digest() -> str:
+    digest = hashlib.sha256()
+    for package in ("kind_bench", "baselines"):
+        root = Path(importlib.import_module(package).__file__).parent
+        for path in sorted(root.rglob("*.py")):
+            digest.update(path.relative_to(root.parent).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def code_digest(*sources: type | str) -> str:
+    """SHA-256 of the ``kind_bench`` and ``baselines`` sources, plus extra ``sources``: classes (their
+    source file, e.g. a plugin method's) or strings (e.g. an ancestry file's checksum)."""
+    digest = hashlib.sha256(_package_digest().encode())
+    for source in sources:
+        if isinstance(source, str):
+            digest.update(source.encode())
+        elif (path := inspect.getsourcefile(source)) is not None:
+            digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
+
+
+def has_checkpoint(path: Path, tag: str) -> bool:
+    """Whether ``path`` holds a resumable checkpoint for this fingerprint."""
+    try:
+        return path.is_file() and load_metadata(path, "training checkpoint").get("fingerprint") == tag
+    except Exception:  # noqa: BLE001 - a damaged checkpoint is reported when it is loaded
+        return path.is_file()
+
+
+@dataclass
+class LoopState:
+    """What the training loop needs besides the tensors to continue exactly where it stopped."""
+
+    step: int = 0
+    elapsed_s: float = 0.0
+    curve: list[list[float]] = field(default_factory=list)
+    recent: list[float] = field(default_factory=list)
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any,
+                    generator: torch.Generator, loop: LoopState, tag: str) -> None:
+    """Write the whole training state atomically."""
+    tensors, aliases = state_tensors(model.state_dict(), prefix="model.")
+    optim = optimizer.state_dict()
+    for index, values in optim["state"].items():
+        for name, value in values.items():
+            tensors[f"optim.{index}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    tensors["rng.loop"] = generator.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {
+        "fingerprint": tag,
+        "aliases": json.dumps(aliases),
+        "param_groups": json.dumps(optim["param_groups"]),
+        "schedule": json.dumps(schedule.state_dict()),
+        "loop": json.dumps(loop.__dict__),
+    }
+    save_tensors(path, tensors, meta)
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any,
+                    generator: torch.Generator, tag: str) -> LoopState | None:
+    """Restore the training state if ``path`` holds one for this fingerprint; else None (start afresh).
+
+    A damaged file is a one-line UserError naming it (see :func:`kind_bench.io.load_tensors`).
+    """
+    if not path.is_file():
+        return None
+    meta = load_metadata(path, "training checkpoint")
+    if meta.get("fingerprint") != tag:
+        return None
+    tensors = load_tensors(path, "training checkpoint")
+    state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    for name, source in json.loads(meta["aliases"]).items():
+        state[name.removeprefix("model.")] = state[source.removeprefix("model.")]
+    device = next(model.parameters()).device
+    model.load_state_dict({k: v.to(device) for k, v in state.items()})
+    optim_state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            optim_state.setdefault(int(index), {})[name] = value.to(device) if name != "step" else value
+    optimizer.load_state_dict({"state": optim_state, "param_groups": json.loads(meta["param_groups"])})
+    schedule.load_state_dict(json.loads(meta["schedule"]))
+    generator.set_state(tensors["rng.loop"])
+    torch.set_rng_state(tensors["rng.torch"])
+    return LoopState(**json.loads(meta["loop"]))

@@ -1,0 +1,106 @@
+"""Resume after a real SIGKILL, and determinism: the same config and seed give the same numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from kind_bench.checkpoint import LoopState, save_checkpoint
+from kind_bench.cli import main
+
+from micro import micro
+
+#: a cell slow enough to be killed in the middle, checkpointing every 25 steps, on one thread
+CELL = micro("method=kind", "transfer.steps=300", "transfer.checkpoint_every=25", "transfer.snapshots=[0.5,1.0]",
+             "runtime.threads=1")
+RUN = Path("artifacts/digits/runs/kind/kind-novel-0")
+
+
+def outcome(root: Path) -> tuple[dict, dict]:
+    """(final weights, metrics) of the cell, after evaluating it."""
+    assert main(["evaluate", *CELL]) == 0
+    weights = load_file(str(root / RUN / "step-000300.safetensors"))
+    return weights, json.loads((root / "results/metrics/digits/kind/kind-novel-0.json").read_text())["metrics"]
+
+
+def test_a_run_killed_with_sigkill_resumes_and_ends_identical_to_an_uninterrupted_run(in_workspace, capsys):
+    assert main(["pretrain", "ancestry=kind", *micro()]) == 0
+    assert main(["transfer", *CELL]) == 0
+    straight_weights, straight_metrics = outcome(in_workspace)
+
+    checkpoint = in_workspace / RUN / "resume.safetensors"
+    (in_workspace / RUN / "train.json").unlink()
+    command = [str(Path(sys.executable).with_name("kind-bench")), "transfer", *CELL]
+    proc = subprocess.Popen(command, cwd=in_workspace, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert checkpoint.exists() and proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (in_workspace / RUN / "train.json").exists()
+
+    capsys.readouterr()
+    assert main(["transfer", *CELL, "quiet=false"]) == 0
+    assert "resuming from step" in capsys.readouterr().out
+    assert not checkpoint.exists()
+    resumed_weights, resumed_metrics = outcome(in_workspace)
+    assert straight_weights.keys() == resumed_weights.keys()
+    assert all(bool((straight_weights[k] == resumed_weights[k]).all()) for k in straight_weights)
+    assert resumed_metrics == straight_metrics
+
+
+def test_a_checkpoint_of_another_config_is_not_resumed(in_workspace, capsys):
+    assert main(["pretrain", "ancestry=kind", *micro()]) == 0
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    (in_workspace / RUN).mkdir(parents=True)
+    save_checkpoint(in_workspace / RUN / "resume.safetensors", model, optimizer, schedule, torch.Generator(),
+                    LoopState(step=100), tag="an-older-config")
+    capsys.readouterr()
+    assert main(["transfer", *CELL, "quiet=false"]) == 0
+    assert "resuming" not in capsys.readouterr().out
+    assert json.loads((in_workspace / RUN / "train.json").read_text())["status"] == "success"
+
+
+def test_same_config_and_seed_give_identical_metrics(in_workspace):
+    overrides = micro("method=full_finetune", ancestry=False)
+    assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
+    results = []
+    for _ in range(2):
+        shutil.rmtree(in_workspace / "artifacts/digits/runs/full_finetune", ignore_errors=True)  # train anew
+        assert main(["transfer", *overrides]) == 0
+        assert main(["evaluate", *overrides]) == 0
+        results.append(json.loads(
+            (in_workspace / "results/metrics/digits/full_finetune/full_finetune-novel-0.json").read_text()))
+    assert results[0]["metrics"] == results[1]["metrics"]
+    assert results[0]["by_budget"] == results[1]["by_budget"]
+
+
+def test_run_does_not_retrain_a_finished_cell_but_reevaluates_it(in_workspace, capsys):
+    overrides = micro("method=full_finetune", "quiet=false", ancestry=False)
+    assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
+    assert main(["run", *overrides]) == 0
+    record = in_workspace / "artifacts/digits/runs/full_finetune/full_finetune-novel-0/train.json"
+    metrics = in_workspace / "results/metrics/digits/full_finetune/full_finetune-novel-0.json"
+    trained, first = record.read_text(), json.loads(metrics.read_text())["metrics"]
+    capsys.readouterr()
+
+    assert main(["run", *overrides, "sample.steps=3"]) == 0  # an evaluation setting: no retraining
+    assert "up to date" in capsys.readouterr().out
+    assert record.read_text() == trained
+    assert json.loads(metrics.read_text())["metrics"] != first
+
+    assert main(["run", *overrides, "transfer.lr=1e-3"]) == 0  # a training setting: retrained
+    assert "up to date" not in capsys.readouterr().out
+    assert record.read_text() != trained

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kind_bench.errors import choices_error
-from kind_bench.inherit import block_map, copy_parameters
+from kind_bench.inherit import block_renamer, copy_parameters
 from kind_bench.methods import Ancestry, Descendant, Method, Target
 from kind_bench.models import block_linears, build_dit, class_embedders
 
@@ -131,17 +131,8 @@ class Fine(Method):
                 basis.U.copy_(ancestry.fine_bases[role].U)
                 basis.V.copy_(ancestry.fine_bases[role].V)
                 transferred += basis.U.numel() + basis.V.numel()
-        mapping = block_map(len(ancestry.transformer_blocks), target.depth)
-
-        def source(name: str) -> str | None:
-            parts = name.split(".")
-            if parts[0] != "transformer_blocks":
-                return name
-            parts[1] = str(mapping[int(parts[1])])
-            return ".".join(parts)
-
         transferred += copy_parameters(
-            ancestry, model, rename=source,
+            ancestry, model, rename=block_renamer(len(ancestry.transformer_blocks), target.depth),
             skip=lambda name: name.endswith(".sigma") or "class_embedder" in name or name.startswith("fine_bases"),
         )
         return Descendant(model, transferred)

@@ -69,15 +69,18 @@ def sample(
     cfg: SampleConfig,
     null: int,
     generator: torch.Generator,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Generate one image per label, shape (len(labels), *shape), in the model's data space."""
+    from tqdm.auto import tqdm
+
     scheduler = sampling_scheduler(train_scheduler, cfg)
     guidance_scale = cfg.guidance_scale
     device = labels.device
     x = torch.randn((len(labels), *shape), generator=generator, device=device)
     guided = guidance_scale > 1
     call_labels = torch.cat([labels, torch.full_like(labels, null)]) if guided else labels
-    for t in scheduler.timesteps:
+    for t in tqdm(scheduler.timesteps, desc=f"sample {len(labels)}", disable=not progress, leave=False, unit="step"):
         inp = torch.cat([x, x]) if guided else x
         timestep = torch.full((len(call_labels),), int(t), device=device, dtype=torch.long)
         eps = model(inp, timestep=timestep, class_labels=call_labels).sample

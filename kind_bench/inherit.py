@@ -52,6 +52,19 @@ def block_map(source_depth: int, target_depth: int) -> list[int]:
     return [round(i * (source_depth - 1) / (target_depth - 1)) for i in range(target_depth)]
 
 
+def block_renamer(source_depth: int, target_depth: int) -> Callable[[str], str]:
+    """Map a target parameter name to the source name under :func:`block_map` (other names unchanged)."""
+    mapping = block_map(source_depth, target_depth)
+
+    def rename(name: str) -> str:
+        parts = name.split(".")
+        if parts[0] == "transformer_blocks":
+            parts[1] = str(mapping[int(parts[1])])
+        return ".".join(parts)
+
+    return rename
+
+
 def copy_blocks(source: nn.Module, target: nn.Module, pairs: dict[int, int]) -> int:
     """Copy whole DiT blocks ``{target index: source index}``, except their class-embedding tables."""
     copied = 0

@@ -67,6 +67,22 @@ def metrics_path(cfg: Config, cell: Cell) -> Path:
     return Path(cfg.paths.results) / "metrics" / cfg.suite.name / cell.method / f"{cell.id}.json"
 
 
+def sample_grid_path(cfg: Config, cell: Cell) -> Path:
+    """A picture of one cell's samples (drawn for the seed ``eval.grid_seed``), beside the leaderboard."""
+    return leaderboard_path(cfg, "_samples") / cell.method / f"{cell.task}.png"
+
+
+def recombination_path(cfg: Config, suffix: str = ".csv") -> Path:
+    """KIND's recombination curve (parameters and quality against the number of classes deployed).
+
+    The table (``.csv``/``.json``) is under ``results/recombination/``; its plot (``.png``) sits with the
+    other committed pictures under ``results/leaderboard/``.
+    """
+    if suffix == ".png":
+        return leaderboard_path(cfg, "_recombination.png")
+    return Path(cfg.paths.results) / "recombination" / f"{cfg.suite.name}{suffix}"
+
+
 def leaderboard_path(cfg: Config, suffix: str = ".csv") -> Path:
     """The suite's leaderboard table."""
     return Path(cfg.paths.results) / "leaderboard" / f"{cfg.suite.name}{suffix}"

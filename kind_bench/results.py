@@ -54,15 +54,19 @@ def record(
     train_info: dict[str, Any],
     metrics: dict[str, float],
     meta_info: dict[str, Any],
-    metrics_by_step: dict[str, dict[str, float]] | None = None,
+    metrics_by_budget: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, Any]:
-    """Assemble a result record; ``run_info['status']`` must be one of STATUSES."""
+    """Assemble a result record; ``run_info['status']`` must be one of STATUSES.
+
+    ``metrics_by_budget`` maps a fraction of the transfer steps ("0.25", "0.5", "1.0") to the metrics of
+    the snapshot taken there; ``metrics`` are those of the last snapshot.
+    """
     if run_info.get("status") not in STATUSES:
         raise ValueError(f"status {run_info.get('status')!r} is not one of {STATUSES}")
     return {
         "run_info": run_info,
         "train_info": train_info,
         "metrics": metrics,
-        "metrics_by_step": metrics_by_step or {},
+        "metrics_by_budget": metrics_by_budget or {},
         "meta_info": meta_info,
     }

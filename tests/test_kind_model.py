@@ -117,3 +117,32 @@ def test_default_transfer_trains_tailors_class_embeddings_and_final_layer_only()
     both = Kind(KindOptions(freeze_learngenes=False, train_adaln=True))
     more = {n for n, p in model.named_parameters() if id(p) in {id(q) for q in both.trainable_parameters(model)}}
     assert any(n.endswith("U_G") for n in more) and any("norm1.linear" in n for n in more)
+
+
+def test_a_shallower_descendant_recombines_evenly_spaced_ancestry_blocks():
+    torch.manual_seed(0)
+    deep = Target(num_classes=3, depth=4, model=MODEL, in_channels=1, sample_size=8)
+    ancestry = build_kind_model(KindAncestryOptions(n_tailors=4, tailors_per_class=2), deep)
+    randomise(ancestry)
+    small = Kind(KindOptions()).build(ancestry, Target(num_classes=3, depth=2, model=MODEL, in_channels=1,
+                                                       sample_size=8)).model
+    assert len(small.transformer_blocks) == 2
+    for index, source in enumerate([0, 3]):  # evenly spaced over 4 blocks
+        new = small.transformer_blocks[index].attn1.to_q
+        old = ancestry.transformer_blocks[source].attn1.to_q
+        assert torch.equal(new.U_G, old.U_G) and torch.equal(new.sigma_G, old.sigma_G)
+
+
+def test_recombined_model_keeps_only_the_classes_tailors_and_computes_the_same_function():
+    from kind_bench.stages.recombine import recombine
+
+    torch.manual_seed(0)
+    kind = build_kind_model(KindAncestryOptions(n_tailors=6, tailors_per_class=2), TARGET)
+    randomise(kind)
+    small = recombine(kind, [0])
+    kept = int(kind.kind_gate.mask[0].sum())
+    assert all(layer.n_tailors == kept for _, layer in kind_layers(small))
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in kind.parameters())
+    x, t, y = inputs([0, 0, 3])  # class 0 and the null label
+    torch.testing.assert_close(small(x, timestep=t, class_labels=y).sample, kind(x, timestep=t, class_labels=y).sample,
+                               atol=1e-5, rtol=1e-5)

@@ -24,6 +24,8 @@ def run_pipeline(methods: list[str], *extra: str) -> None:
 
 def test_three_methods_reach_the_leaderboard_with_finite_metrics(in_workspace):
     run_pipeline(["kind", "scratch", "full_finetune"])
+    for name in ("digits_pareto.png", "digits_convergence.png"):
+        assert (in_workspace / "results/leaderboard" / name).stat().st_size > 1000
     table = pd.read_csv(in_workspace / "results/leaderboard/digits.csv")
     assert sorted(table.method) == ["full_finetune", "kind", "scratch"]
     assert (table.status == "success").all()
@@ -48,7 +50,9 @@ def test_result_record_has_identity_config_cost_and_provenance(in_workspace):
     meta = record["meta_info"]
     assert {"torch", "diffusers", "timm", "torch-fidelity", "dvc"} <= set(meta["packages"])
     assert meta["created_at"] and meta["device_name"] and "git_dirty" in meta
-    assert set(record["metrics_by_step"]) == {"4", "8"}  # snapshots at 0.5 and 1.0 of 8 steps
+    assert set(record["metrics_by_budget"]) == {"0.5", "1.0"}  # snapshots at half and all of the steps
+    for key in ("flops_per_step", "flops_per_sample", "task_bytes"):
+        assert train[key] > 0, key
     numbers = json.loads((in_workspace / "results/metrics/digits/kind/kind-novel-0.json").read_text())
     assert numbers["metrics"] == record["metrics"]
 
@@ -64,3 +68,31 @@ def test_diverging_run_is_recorded_as_failed_and_the_leaderboard_still_builds(in
     assert main(["leaderboard", "quiet=true"]) == 0
     table = pd.read_csv(in_workspace / "results/leaderboard/digits.csv").set_index("method")
     assert table.loc["full_finetune", "status"] == "failed" and table.loc["scratch", "status"] == "success"
+
+
+def test_sweep_over_tasks_and_seeds_with_workers_floor_recombination_and_statistics(in_workspace):
+    assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
+    assert main(["pretrain", "ancestry=kind", *micro()]) == 0
+    sweep = ["task=novel,small", "seed=0,1", "runtime.workers=2"]
+    for method in ("kind", "full_finetune"):
+        overrides = [*micro(f"method={method}", ancestry=method == "kind"), *sweep]
+        assert main(["transfer", *overrides]) == 0
+        assert main(["evaluate", *overrides]) == 0
+    assert main(["floor", *micro(ancestry=False), "task=novel,small", "seed=0,1"]) == 0
+    assert main(["recombine", *micro(), "ancestry=kind"]) == 0
+    assert main(["leaderboard", "quiet=true"]) == 0
+    table = pd.read_csv(in_workspace / "results/leaderboard/digits.csv", keep_default_na=False, na_values=[""])
+    table = table.set_index(["task", "method"])
+    assert table.loc[("small", "full_finetune"), "status"] == "n/a"
+    assert "depth" in table.loc[("small", "full_finetune"), "note"]
+    assert table.loc[("small", "kind"), "status"] == "success" and table.loc[("small", "kind"), "n_seeds"] == 2
+    assert table.loc[("novel", "real_data"), "status"] == "success"
+    for column in ("fd_digits_std", "fd_digits_ci_low", "fd_digits_ci_high", "fd_digits@50%", "flops_per_step",
+                   "flops_per_sample", "task_bytes", "rank", "avg_rank"):
+        assert column in table.columns, column
+    assert table.loc[("novel", "kind"), "fd_digits_ci_low"] <= table.loc[("novel", "kind"), "fd_digits"]
+    curve = pd.read_csv(in_workspace / "results/recombination/digits.csv")
+    assert list(curve.classes) == [1, 2, 3, 4, 5]
+    assert curve.params.is_monotonic_increasing and curve.params.iloc[-1] == curve.full_params.iloc[-1]
+    assert (curve.max_abs_sample_diff < 1e-3).all()
+    assert (in_workspace / "results/leaderboard/digits_samples/kind/novel.png").is_file()

@@ -16,7 +16,9 @@ Our assumptions (the paper does not pin these down; each is a config value):
   * decomposed layers: attention q/k/v/out and MLP fc1/fc2 of every block (``ancestry.layers``);
   * initialisation: the SVD of the DiT paper's dense initialisation, so that with every component open
     the layer is the dense layer; the null (guidance) label opens no tailor;
-  * transfer: learngenes, and everything that is neither a tailor nor a class embedding, are copied;
+  * transfer: learngenes, and everything that is neither a tailor nor a class embedding, are copied
+    (a shallower descendant, task ``small``, takes its blocks' components from evenly spaced ancestry
+    blocks: KIND's "recombination" into a smaller model);
     the tailors are re-drawn (the tail of the SVD of a fresh dense initialisation) and every block's
     class-embedding table is re-initialised; the tailors, the class embeddings and the final layer
     train; the adaLN modulation is frozen (``method.train_adaln``; the paper's 45.4M trainable
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from kind_bench.errors import UserError, choices_error
-from kind_bench.inherit import copy_parameters
+from kind_bench.inherit import block_renamer, copy_parameters
 from kind_bench.kind.decompose import decompose, kind_layers
 from kind_bench.kind.gate import ASSIGNMENTS, ClassGate
 from kind_bench.methods import Ancestry, Descendant, Method, Target
@@ -104,10 +106,14 @@ class Kind(Method):
     ancestry = KindAncestry
     Options = KindOptions
 
+    def unsupported(self, target: Target, ancestry_depth: int) -> str | None:
+        return None  # a shallower descendant recombines the components of evenly spaced blocks
+
     def build(self, ancestry: nn.Module | None, target: Target) -> Descendant:
         model = build_kind_model(ancestry.kind_options, target)
         transferred = copy_parameters(
-            ancestry, model, skip=lambda name: name.endswith(TAILOR_PARAMS) or "class_embedder" in name
+            ancestry, model, rename=block_renamer(len(ancestry.transformer_blocks), target.depth),
+            skip=lambda name: name.endswith(TAILOR_PARAMS) or "class_embedder" in name,
         )
         return Descendant(model, transferred)
 

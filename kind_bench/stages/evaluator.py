@@ -1,18 +1,22 @@
-"""Stage ``evaluator``: train the digits CNN used to score samples, and report its accuracy."""
+"""Stage ``evaluator``: train the digits CNN used to score samples; report its accuracy and how stable
+its Frechet distance is at the suite's sample count."""
 
 from __future__ import annotations
 
 import torch
 
 from kind_bench.config import Config
-from kind_bench.data import DOMAINS, load_prepared
-from kind_bench.io import write_json
+from kind_bench.data import DOMAINS, load_prepared, target_set
+from kind_bench.io import atomic_path, write_json
 from kind_bench.metrics.evaluator import accuracy, save_classifier, train_classifier
+from kind_bench.metrics.stability import fd_stability
 from kind_bench.paths import evaluator_report, evaluator_weights
 
 
 def run(cfg: Config) -> None:
-    """Train on the train split in every domain; report held-out accuracy per domain."""
+    """Train on the train split in every domain; report held-out accuracy per domain and FD stability."""
+    from kind_bench.plots import stability_plot
+
     train, test, split = load_prepared(cfg)
     domains = sorted(DOMAINS)
     images = torch.cat([DOMAINS[d](train.images) for d in domains])
@@ -21,5 +25,15 @@ def run(cfg: Config) -> None:
     model = train_classifier(images, labels, ev.feature_dim, ev.epochs, ev.batch_size, ev.lr, seed=cfg.seed)
     report = {f"test_accuracy_{d}": accuracy(model, DOMAINS[d](test.images), test.labels) for d in domains}
     save_classifier(evaluator_weights(cfg), model)
-    write_json(evaluator_report(cfg), {**report, "feature_dim": ev.feature_dim, "split": split})
+    per_class = [10, 20, 40, 80, 120]
+    stability = fd_stability(model, target_set(train, cfg.task).images, target_set(test, cfg.task).images,
+                             counts=[k * len(cfg.task.target_classes) for k in per_class])
+    base = evaluator_report(cfg)
+    with atomic_path(base.with_name(base.stem + "_fd_stability.csv")) as tmp:
+        stability.to_csv(tmp, index=False, float_format="%.4f")
+    stability_plot(stability, cfg.sample.samples_per_class * len(cfg.task.target_classes),
+                   base.with_name(base.stem + "_fd_stability.png"))
+    used = stability[(stability.dim == ev.feature_dim)]
+    write_json(base, {**report, "feature_dim": ev.feature_dim, "split": split,
+                      "fd_real_vs_real": {str(int(r.n)): round(r.fd_mean, 4) for r in used.itertuples()}})
     print("evaluator: " + ", ".join(f"{k}={v:.3f}" for k, v in report.items()))

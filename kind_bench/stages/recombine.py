@@ -1,0 +1,73 @@
+"""Stage ``recombine``: KIND's "decomposable models" claim, measured on the pre-trained KIND ancestry.
+
+For k = 1 .. all ancestry classes, deploy the ancestry for its first k classes by keeping only the
+learngenes and the tailors those classes open (the others are dropped from every layer), count the
+parameters, and score k x ``sample.samples_per_class`` samples against the real test images of those
+classes. The full model is scored on the same classes with the same noise: the recombined model must
+match it (it computes the same function for those classes), which the curve records as a sanity column.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pandas as pd
+import torch
+from torch import nn
+
+from kind_bench.config import Config
+from kind_bench.data import ancestry_set, load_prepared
+from kind_bench.io import atomic_path, write_json
+from kind_bench.kind.decompose import kind_layers
+from kind_bench.methods import NoOptions, Target, Vanilla
+from kind_bench.paths import recombination_path
+from kind_bench.stages.common import load_ancestry, setup
+from kind_bench.stages.evaluate import generate, score
+
+
+@torch.no_grad()
+def recombine(model: nn.Module, classes: list[int]) -> nn.Module:
+    """A copy of a KIND model with only the learngenes and the tailors that ``classes`` open."""
+    small = copy.deepcopy(model)
+    gate = small.kind_gate
+    keep = gate.mask[classes].amax(0) > 0
+    for _, layer in kind_layers(small):
+        layer.U_T = nn.Parameter(layer.U_T[:, keep].clone())
+        layer.sigma_T = nn.Parameter(layer.sigma_T[keep].clone())
+        layer.V_T = nn.Parameter(layer.V_T[:, keep].clone())
+    gate.mask = gate.mask[:, keep].clone()
+    return small
+
+
+def run(cfg: Config) -> None:
+    """Write the recombination curve (CSV + JSON) and its plot."""
+    from kind_bench.plots import recombination_plot
+
+    device, codec = setup(cfg)
+    full = load_ancestry(cfg, "kind", codec, device)
+    _, test, _ = load_prepared(cfg)
+    names = cfg.suite.ancestry_classes
+    dense = sum(p.numel() for p in Vanilla(NoOptions()).build(
+        Target(len(names), cfg.model.depth, cfg.model, codec.channels, codec.size)).parameters())
+    rows = []
+    for k in range(1, len(names) + 1):
+        classes = list(range(k))
+        small = recombine(full, classes).to(device).eval()
+        reference = ancestry_set(test, names[:k]).images
+        images, labels = generate(small, classes, cfg, codec, device)
+        full_images, _ = generate(full, classes, cfg, codec, device)
+        source_ids = torch.tensor(names)[labels]
+        metrics = score(images, source_ids, reference, cfg, device)
+        full_metrics = score(full_images, source_ids, reference, cfg, device)
+        tailors = kind_layers(small)[0][1].n_tailors
+        rows.append({"classes": k, "params": sum(p.numel() for p in small.parameters()),
+                     "full_params": sum(p.numel() for p in full.parameters()), "dense_params": dense,
+                     "tailors_per_layer": tailors, **metrics, **{f"full_{m}": v for m, v in full_metrics.items()},
+                     "max_abs_sample_diff": float((images - full_images).abs().max())})
+        print(f"recombine k={k}: {rows[-1]['params']:,} params, {tailors} tailors/layer, "
+              f"fd_digits {metrics.get('fd_digits', float('nan')):.3f} (full model {full_metrics['fd_digits']:.3f})")
+    table = pd.DataFrame(rows)
+    with atomic_path(recombination_path(cfg, ".csv")) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    write_json(recombination_path(cfg, ".json"), {"curve": rows})
+    recombination_plot(table, recombination_path(cfg, ".png"))

@@ -26,6 +26,7 @@ from kind_bench.io import atomic_path
 from kind_bench.metrics import DIRECTION
 from kind_bench.paths import leaderboard_path
 
+#: the method name of the noise-floor rows (held-out real images, written by the floor stage)
 REFERENCE_ROW = "real_data"
 PRIMARY = ("fd_digits", "fid")
 BUDGET_METRICS = ("fd_digits", "fid", "class_accuracy")

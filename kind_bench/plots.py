@@ -12,9 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from kind_bench.io import atomic_path  # noqa: E402
+from kind_bench.leaderboard import REFERENCE_ROW  # noqa: E402
 from kind_bench.metrics import DIRECTION  # noqa: E402
-
-REFERENCE_ROW = "real_data"
 
 
 def _save(fig, path: Path) -> None:

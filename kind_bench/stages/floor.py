@@ -12,12 +12,11 @@ import torch
 from kind_bench.config import Config, as_dict
 from kind_bench.data import load_prepared, target_set
 from kind_bench.io import write_json
+from kind_bench.leaderboard import REFERENCE_ROW
 from kind_bench.paths import Cell, metrics_path, result_path
 from kind_bench.results import provenance, record
 from kind_bench.stages.common import setup
 from kind_bench.stages.evaluate import score
-
-REFERENCE_ROW = "real_data"
 
 
 def run(cfg: Config) -> None:

@@ -41,6 +41,7 @@ class Difffit(Method):
     name = "difffit"
     description = "DiffFit: biases, residual scale factors gamma (init 1) and class embeddings train"
     paper = "Xie et al., ICCV 2023 (arXiv 2304.06648)"
+    family = "peft"
     ancestry = Vanilla
 
     def build(self, ancestry: nn.Module | None, target: Target) -> Descendant:

@@ -2,19 +2,22 @@
 
 What the paper does: every weight of a given type is W_l = U Sigma_l V^T, with U and V shared by all
 blocks and a small per-block Sigma_l; the model is pre-trained from scratch in this form. A descendant of
-any depth freezes U and V, gets freshly (randomly) initialised Sigma_l, trains them (about 0.3K steps on
-little data), then trains normally.
+any depth freezes U and V, gets freshly initialised Sigma_l (its ablation on DiT-B L12: random 77.7,
+identical 47.8, linear 46.7, trainable 42.7 FID), trains them for about 0.3K steps on little data, then
+trains the whole descendant normally.
 
 What we do: the ``fine`` ancestry factorises the matrix types q, k, v, out, fc1, fc2 (the paper also
-factorises adaLN; we keep the issue's six types, the same as KIND's) with r = min(in, out); U, V start
-from the SVD of one block's DiT initialisation and every Sigma_l from its singular values (the blocks
-start identical); biases and all other parameters stay per block. At transfer, U and V are copied and
-frozen; every block gets a fresh Sigma_l (``method.sigma_init``: ``random``, |N(0, 1)| scaled to the
-ancestry's Sigma magnitude, as in the paper's procedure; or ``identical``, the mean of the ancestry's
-Sigma_l); the other per-block parameters come from evenly spaced ancestry blocks; the class-embedding
-tables are fresh. Sigma and the class embeddings train (diffusers' DiT has no affine norms). FINE's
-second phase, unconstrained training, is ``method.unconstrained=true``: then every parameter trains for
-the whole transfer budget (our budget is shorter than the paper's 0.3K-step first phase alone).
+factorises adaLN; we keep the six types KIND decomposes) with r = min(in, out); U, V start from the SVD of
+one block's DiT initialisation and every Sigma_l from its singular values (the blocks start identical);
+biases and all other parameters stay per block. At transfer, U and V are copied; every block gets a fresh
+Sigma_l (``method.sigma_init``: ``random``, |N(0, 1)| scaled to the ancestry's Sigma magnitude, the
+paper's procedure; or ``identical``, the mean of the ancestry's Sigma_l); the other per-block parameters
+come from evenly spaced ancestry blocks; the class-embedding tables are fresh. Then, within the same total
+step budget as every other method, the two phases of the paper's recipe: for the first
+``method.sigma_fraction`` of the steps only Sigma and the class embeddings train (U, V frozen; the final
+layer by the suite's option), then every parameter trains (FINE's "train normally"). Our assumptions: the
+split of the budget (0.25 by default; the paper gives 0.3K steps of an unstated total), and the Sigma phase
+using the same learning rate as the rest. ``sigma_fraction=1`` is the Sigma phase alone.
 """
 
 from __future__ import annotations
@@ -25,9 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kind_bench.errors import choices_error
 from kind_bench.inherit import block_renamer, copy_parameters
-from kind_bench.methods import Ancestry, Descendant, Method, Target
+from kind_bench.methods import Ancestry, Descendant, Method, Phase, Target
 from kind_bench.models import block_linears, build_dit, class_embedders
 
 ROLES = ("q", "k", "v", "out", "fc1", "fc2")
@@ -87,18 +89,25 @@ class FineAncestry(Ancestry):
 
 @dataclass
 class FineOptions:
-    """How the descendant's Sigma starts, and whether everything trains (FINE's second phase)."""
+    """How the descendant's Sigma starts, and the share of the steps spent training Sigma alone."""
 
     sigma_init: str = "random"  # random | identical
-    unconstrained: bool = False
+    sigma_fraction: float = 0.25  # the Sigma phase; the rest of the steps train every parameter
+
+    def __post_init__(self) -> None:
+        if self.sigma_init not in ("random", "identical"):
+            raise ValueError(f"sigma_init={self.sigma_init!r} is not one of: identical, random")
+        if not 0 < self.sigma_fraction <= 1:
+            raise ValueError(f"sigma_fraction={self.sigma_fraction} must be in (0, 1]")
 
 
 class Fine(Method):
-    """Frozen shared U, V from the fine ancestry; fresh per-block Sigma and class embeddings train."""
+    """Shared U, V from the fine ancestry; fresh per-block Sigma trains, then the whole descendant."""
 
     name = "fine"
-    description = "FINE: shared U, V frozen; fresh per-block Sigma + class embeddings train"
+    description = "FINE: fresh per-block Sigma on the shared U, V trains first, then every parameter"
     paper = "Xie et al., CVPR 2026 (arXiv 2409.19289)"
+    family = "learngene"
     ancestry = FineAncestry
     Options = FineOptions
 
@@ -107,8 +116,6 @@ class Fine(Method):
 
     def fresh_sigmas(self, ancestry: nn.Module, depth: int) -> dict[str, list[torch.Tensor]]:
         """Per-role, per-block singular values for the descendant."""
-        if self.options.sigma_init not in ("random", "identical"):
-            raise choices_error("method.sigma_init", self.options.sigma_init, ("identical", "random"))
         old: dict[str, list[torch.Tensor]] = {role: [] for role in ROLES}
         for _, role, parent, attr in block_linears(ancestry, ROLES):
             old[role].append(getattr(parent, attr).sigma.detach())
@@ -138,7 +145,11 @@ class Fine(Method):
         return Descendant(model, transferred)
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
-        if self.options.unconstrained:
-            return list(model.parameters())
+        """The Sigma phase's parameters: every block's Sigma and the class embeddings."""
         sigmas = [m.sigma for m in model.modules() if isinstance(m, FineLinear)]
         return sigmas + [emb.embedding_table.weight for emb in class_embedders(model)]
+
+    def phases(self, model: nn.Module) -> list[Phase]:
+        """Sigma first, then everything (the paper's two steps), in one budget."""
+        sigma = Phase(self.options.sigma_fraction, self.trainable_parameters(model))
+        return [sigma] if self.options.sigma_fraction == 1 else [sigma, Phase(1.0, list(model.parameters()))]

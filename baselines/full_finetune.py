@@ -18,7 +18,9 @@ class FullFinetune(Method):
     name = "full_finetune"
     description = "vanilla DiT ancestry, fresh class embeddings, every parameter trains"
     paper = "(standard fine-tuning baseline)"
+    family = "baseline"
     ancestry = Vanilla
+    trains_everything = True
 
     def build(self, ancestry: nn.Module | None, target: Target) -> Descendant:
         return Descendant(*dense_descendant(ancestry, target))

@@ -39,6 +39,7 @@ class Lora(Method):
     name = "lora"
     description = "LoRA adapters (peft) on q/k/v/out/fc1/fc2 + class embeddings train"
     paper = "Hu et al., ICLR 2022 (arXiv 2106.09685)"
+    family = "peft"
     ancestry = Vanilla
     Options = LoraOptions
 

@@ -17,7 +17,9 @@ class Scratch(Method):
     name = "scratch"
     description = "random initialisation, every parameter trains on the target task"
     paper = "(reference lower bound)"
+    family = "baseline"
     ancestry = None
+    trains_everything = True
 
     def unsupported(self, target: Target, ancestry_depth: int) -> str | None:
         return None

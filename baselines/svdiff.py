@@ -58,6 +58,7 @@ class Svdiff(Method):
     name = "svdiff"
     description = "SVDiff: train spectral shifts delta, sigma' = ReLU(sigma + delta), + class embeddings"
     paper = "Han et al., ICCV 2023 (arXiv 2303.11305)"
+    family = "peft"
     ancestry = Vanilla
     Options = SvdiffOptions
 

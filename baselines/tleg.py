@@ -89,7 +89,9 @@ class Tleg(Method):
     name = "tleg"
     description = "TLEG: descendant block i = theta_A + (i/L_d) theta_B from the tleg ancestry, all train"
     paper = "Xia et al., AAAI 2024 (arXiv 2312.05614)"
+    family = "learngene"
     ancestry = TlegAncestry
+    trains_everything = True
 
     def unsupported(self, target: Target, ancestry_depth: int) -> str | None:
         return None  # any depth: that is the point of TLEG

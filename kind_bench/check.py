@@ -21,7 +21,7 @@ import pandas as pd
 from kind_bench.config import Config, as_dict
 from kind_bench.errors import UserError
 from kind_bench.io import read_json, write_json
-from kind_bench.paths import Cell, result_path
+from kind_bench.paths import Cell, published_result
 
 COST_CHECKED = ("trainable_params", "transferred_params")
 
@@ -45,8 +45,7 @@ def run_suite(cfg: Config, overrides: list[str]) -> None:
         run_stage("pretrain", [*overrides, f"ancestry={name}"])
     sweep = [f"task={','.join(grid.tasks)}", f"seed={','.join(str(s) for s in grid.seeds)}"]
     for method in grid.methods:
-        run_stage("transfer", [*overrides, f"method={method}", *sweep])
-        run_stage("evaluate", [*overrides, f"method={method}", *sweep])
+        run_stage("run", [*overrides, f"method={method}", *sweep])
     run_stage("leaderboard", overrides)
 
 
@@ -54,7 +53,7 @@ def current_numbers(cfg: Config) -> dict[str, dict[str, Any]]:
     """{cell id: {status, metrics..., costs...}} read from the result records."""
     numbers = {}
     for cell in cells(cfg):
-        record = read_json(result_path(cfg, cell), "result")
+        record = read_json(published_result(cfg, cell), "result")
         numbers[cell.id] = {"status": record["run_info"]["status"], **record["metrics"],
                             **{k: record["train_info"].get(k) for k in COST_CHECKED}}
     return numbers

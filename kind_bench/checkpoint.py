@@ -21,16 +21,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from kind_bench.identity import EVALUATION_ONLY, identifying
 from kind_bench.io import load_metadata, load_tensors, save_tensors, state_tensors
-
-#: config sections that cannot change a training run's numbers (they only shape its evaluation or output)
-NOT_TRAINING = ("quiet", "sample", "eval")
 
 
 def fingerprint(config: dict[str, Any], phase: str, *sources: type | str) -> str:
-    """A stable hash of what determines a training run: the config (minus :data:`NOT_TRAINING` and
-    ``runtime.workers``), the phase, the torch thread count, and the code (:func:`code_digest`)."""
-    relevant = {k: v for k, v in config.items() if k not in NOT_TRAINING}
+    """A stable hash of what determines a training run: the config (minus what only shapes evaluation
+    or output), the phase, the torch thread count, and the code and inputs (:func:`code_digest`: pass
+    the method's class and the checksums of the prepared data and the ancestry)."""
+    relevant = identifying(config, drop=EVALUATION_ONLY)
     relevant["runtime"] = {"threads": torch.get_num_threads()}
     text = json.dumps({"phase": phase, "config": relevant, "code": code_digest(*sources)}, sort_keys=True,
                       default=str)
@@ -48,15 +47,28 @@ def _package_digest() -> str:
     return digest.hexdigest()
 
 
+def source_digest(cls: type) -> str:
+    """SHA-256 of the code that defines ``cls``: every ``.py`` file of its top-level package (a plugin's
+    whole package), or its module file when it is not in a package."""
+    module = importlib.import_module(cls.__module__.split(".")[0])
+    digest = hashlib.sha256()
+    if getattr(module, "__path__", None):
+        root = Path(next(iter(module.__path__)))
+        files = sorted(root.rglob("*.py"))
+    else:
+        root, files = Path(inspect.getsourcefile(cls) or "").parent, [Path(inspect.getsourcefile(cls) or "")]
+    for path in files:
+        if path.is_file():
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def code_digest(*sources: type | str) -> str:
-    """SHA-256 of the ``kind_bench`` and ``baselines`` sources, plus extra ``sources``: classes (their
-    source file, e.g. a plugin method's) or strings (e.g. an ancestry file's checksum)."""
+    """SHA-256 of the ``kind_bench`` and ``baselines`` sources, plus extra ``sources``: classes (the code
+    of their package, e.g. a plugin method's, :func:`source_digest`) or strings (e.g. a file's checksum)."""
     digest = hashlib.sha256(_package_digest().encode())
     for source in sources:
-        if isinstance(source, str):
-            digest.update(source.encode())
-        elif (path := inspect.getsourcefile(source)) is not None:
-            digest.update(Path(path).read_bytes())
+        digest.update(source.encode() if isinstance(source, str) else source_digest(source).encode())
     return digest.hexdigest()
 
 

@@ -1,15 +1,18 @@
 """``kind-bench <verb> [key=value ...]``: every pipeline stage is one call with Hydra overrides.
 
 Verbs: data, evaluator, pretrain, transfer, evaluate, run (transfer then evaluate), floor, recombine,
-leaderboard, list, check. The per-cell verbs (transfer, evaluate, run, floor) accept Hydra sweep syntax
-for the cell keys (``task=novel,shift seed=0,1,2``) and run the cells in one process, spread over
-``runtime.workers`` forked workers. Bad input ends the call with one line on stderr and exit status 2.
+tune, ablate, leaderboard, digests, list, check. The per-cell verbs (pretrain, transfer, evaluate, run,
+floor) accept Hydra sweep syntax for the cell keys (``task=novel,shift seed=0,1,2``) and run the cells in
+one process, spread over ``runtime.workers`` forked workers. Exit status: 0; 1 when a cell failed (after
+the others finished, with a summary line); 2 for bad input (one line on stderr, before any work where it is
+knowable); 128 + the signal number when interrupted (with how to resume).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,9 +20,24 @@ from typing import Any
 
 from kind_bench.errors import UserError
 
-VERBS = ("data", "evaluator", "pretrain", "transfer", "evaluate", "run", "floor", "recombine", "leaderboard",
-         "list", "check")
+VERBS = ("data", "evaluator", "pretrain", "transfer", "evaluate", "run", "floor", "recombine", "tune", "tuning",
+         "ablate", "leaderboard", "digests", "list", "check")
 SWEEPABLE = ("task", "seed")
+EXIT_FAILED_CELLS = 1
+EXIT_BAD_INPUT = 2
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: stop, and say how to resume (a BaseException, like KeyboardInterrupt, so
+    that no "record the failure and go on" handler swallows it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
 
 
 def expand_sweeps(overrides: list[str]) -> list[list[str]]:
@@ -44,41 +62,113 @@ def expand_sweeps(overrides: list[str]) -> list[list[str]]:
 
 @dataclass(frozen=True)
 class Stage:
-    """A verb's module (with a ``run(cfg)`` function), whether it runs per task x seed cell, and
-    whether those cells belong to a method (so the method's ancestry config is composed in)."""
+    """A verb's module (with a ``run(cfg) -> status`` function), how its config is composed (``cell``: a
+    method's (task, seed) cell with that method's ancestry and tuned learning rate; ``method``: the same
+    without the tuned rate; ``ancestry``: pre-training an ancestry; ``plain``), whether ``task``/``seed``
+    may sweep, and what must exist before it starts."""
 
     module: str
-    per_cell: bool = False
-    per_method: bool = False
+    composer: str = "plain"
+    sweeps: bool = False
+    needs: tuple[str, ...] = ()  # data | evaluator | ancestry
+    entry: str = "run"  # the module's function: entry(cfg), or entry(cfg, overrides) with ``overrides``
+    overrides: bool = False  # the stage composes further configs from the call's overrides
 
 
 STAGES: dict[str, Stage] = {
     "data": Stage("kind_bench.stages.data"),
-    "evaluator": Stage("kind_bench.stages.evaluator"),
-    "pretrain": Stage("kind_bench.stages.pretrain"),
-    "transfer": Stage("kind_bench.stages.transfer", per_cell=True, per_method=True),
-    "evaluate": Stage("kind_bench.stages.evaluate", per_cell=True, per_method=True),
-    "run": Stage("kind_bench.stages.run", per_cell=True, per_method=True),
-    "floor": Stage("kind_bench.stages.floor", per_cell=True),
-    "recombine": Stage("kind_bench.stages.recombine"),
+    "evaluator": Stage("kind_bench.stages.evaluator", needs=("data",)),
+    "pretrain": Stage("kind_bench.stages.pretrain", composer="ancestry", sweeps=True, needs=("data", "evaluator")),
+    "transfer": Stage("kind_bench.stages.transfer", composer="cell", sweeps=True, needs=("data", "ancestry")),
+    "evaluate": Stage("kind_bench.stages.evaluate", composer="cell", sweeps=True,
+                      needs=("data", "evaluator", "ancestry")),
+    "run": Stage("kind_bench.stages.run", composer="cell", sweeps=True, needs=("data", "evaluator", "ancestry")),
+    "floor": Stage("kind_bench.stages.floor", sweeps=True, needs=("data", "evaluator")),
+    "recombine": Stage("kind_bench.stages.recombine", needs=("data", "evaluator")),
+    "tune": Stage("kind_bench.tuning", composer="method", needs=("data", "evaluator", "ancestry")),
+    "tuning": Stage("kind_bench.tuning", entry="report"),
+    "ablate": Stage("kind_bench.ablation", needs=("data", "evaluator"), overrides=True),
     "leaderboard": Stage("kind_bench.leaderboard"),
+    "digests": Stage("kind_bench.digests"),
 }
 
 
-def run_stage(verb: str, overrides: list[str]) -> None:
-    """Compose (and validate) every config of the call first, then run the stage on each."""
+def check_overrides(overrides: list[str]) -> None:
+    """Every argument must be ``key=value`` (or ``~key``): an unquoted path with spaces is caught here."""
+    for item in overrides:
+        if "=" not in item and not item.startswith("~"):
+            raise UserError(f"argument {item!r} is not key=value (quote a value with spaces: key='a b')")
+
+
+def compose_for(stage: Stage, overrides: list[str]):  # -> Config
+    """Compose (and validate) one call's config the way ``stage`` needs it."""
+    from kind_bench.config import compose
+    from kind_bench.methods import compose_ancestry, compose_cell
+
+    if stage.composer in ("cell", "method"):
+        return compose_cell(overrides, resolve_lr=stage.composer == "cell")
+    if stage.composer == "ancestry":
+        names = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == "ancestry"]
+        return compose_ancestry(overrides, names[-1] if names else str(compose(overrides).ancestry["name"]))
+    return compose(overrides)
+
+
+def preflight(stage: Stage, configs: list) -> None:
+    """What is knowable before any work: writable outputs, the prepared data, the evaluator, ancestries."""
+    from kind_bench.data import load_prepared
+    from kind_bench.io import load_tensors
+    from kind_bench.methods import make_method
+    from kind_bench.paths import ancestry_weights
+    from kind_bench.stages.common import ensure_writable, pretrain_hint, require_evaluator
+
+    first = configs[0]
+    ensure_writable(first.paths.results)
+    ensure_writable(first.paths.artifacts)
+    if "data" in stage.needs:
+        load_prepared(first)
+    if "evaluator" in stage.needs:
+        require_evaluator(first)
+    if "ancestry" in stage.needs:
+        checked: set[object] = set()
+        for cfg in configs:
+            ancestry = make_method(cfg).ancestry
+            path = ancestry_weights(cfg, ancestry.name) if ancestry is not None else None
+            if path is not None and path not in checked:  # present and intact (checksum), before any work
+                load_tensors(path, f"ancestry checkpoint ({ancestry.name})", hint=pretrain_hint(cfg, ancestry.name))
+                checked.add(path)
+
+
+def run_stage(verb: str, overrides: list[str]) -> list[tuple[str, str]]:
+    """Compose (and validate) every config of the call, check what must exist, then run the stage on
+    each; returns (cell, status) for every config."""
     from importlib import import_module
 
-    from kind_bench.config import compose
-    from kind_bench.methods import compose_cell
-
+    check_overrides(overrides)
     stage = STAGES[verb]
-    cells = expand_sweeps(overrides) if stage.per_cell else [overrides]
-    configs = [compose_cell(cell) if stage.per_method else compose(cell) for cell in cells]
-    run_all(import_module(stage.module).run, configs, stage.per_cell)
+    cells = expand_sweeps(overrides) if stage.sweeps else [overrides]
+    configs = [compose_for(stage, cell) for cell in cells]
+    preflight(stage, configs)
+    entry = getattr(import_module(stage.module), stage.entry)
+    if stage.overrides:
+        return [(verb, entry(configs[0], overrides))]
+    statuses = run_all(entry, configs, stage.sweeps)
+    names = [" ".join(o for o in cell if o.split("=", 1)[0] in SWEEPABLE) or verb for cell in cells]
+    if stage.composer == "cell":
+        from kind_bench.paths import cell_of
+
+        names = [cell_of(cfg).id for cfg in configs]
+    return [(name, status or "success") for name, status in zip(names, statuses, strict=True)]
 
 
-def run_all(run: Callable[[Any], None], configs: list, per_cell: bool) -> None:
+def _worker_signals(threads: int) -> None:
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it terminates the pool
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    torch.set_num_threads(threads)
+
+
+def run_all(run: Callable[[Any], str | None], configs: list, per_cell: bool) -> list[str | None]:
     """Run each config; a sweep on CPU is spread over ``runtime.workers`` forked processes.
 
     Every process uses the same number of torch threads, so a cell's numbers do not depend on how many
@@ -96,11 +186,9 @@ def run_all(run: Callable[[Any], None], configs: list, per_cell: bool) -> None:
     workers = min(runtime.workers, len(configs))
     if workers <= 1 or torch.cuda.is_available():
         torch.set_num_threads(threads)
-        for cfg in configs:
-            run(cfg)
-        return
-    with multiprocessing.get_context("fork").Pool(workers, torch.set_num_threads, (threads,)) as pool:
-        pool.map(run, configs, chunksize=1)
+        return [run(cfg) for cfg in configs]
+    with multiprocessing.get_context("fork").Pool(workers, _worker_signals, (threads,)) as pool:
+        return pool.map(run, configs, chunksize=1)
 
 
 def list_methods() -> None:
@@ -128,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update", action="store_true", help="check: write the reference instead of comparing")
     parser.add_argument("--no-run", action="store_true", help="check: compare the results already on disk")
     args = parser.parse_intermixed_args(argv)
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if args.verb == "list":
             list_methods()
@@ -135,15 +224,34 @@ def main(argv: list[str] | None = None) -> int:
             from kind_bench.check import run as check
             from kind_bench.config import compose
 
+            check_overrides(args.overrides)
             return check(compose(args.overrides), args.overrides, update=args.update, rerun=not args.no_run)
         elif args.verb in STAGES:
-            run_stage(args.verb, args.overrides)
+            return summarize(args.verb, run_stage(args.verb, args.overrides))
         else:
             raise UserError(f"verb {args.verb!r} is not one of: {', '.join(VERBS)}")
     except UserError as exc:
         print(f"kind-bench: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except (Interrupted, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        print(f"kind-bench: interrupted ({signal.Signals(signum).name}): rerun the same command to resume "
+              "(finished cells are kept; an unfinished one resumes from its last checkpoint)", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
+
+
+def summarize(verb: str, statuses: list[tuple[str, str]]) -> int:
+    """Exit status of a call: non-zero, with one summary line, when any of its cells failed."""
+    failed = [cell for cell, status in statuses if status == "failed"]
+    if not failed:
+        return 0
+    print(f"kind-bench: {verb}: {len(failed)} of {len(statuses)} cells failed ({'; '.join(failed)}); "
+          "their records say why", file=sys.stderr)
+    return EXIT_FAILED_CELLS
 
 
 if __name__ == "__main__":

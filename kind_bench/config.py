@@ -9,7 +9,9 @@ validated against the dataclass that the method itself declares (see :mod:`kind_
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,13 +37,34 @@ class CheckConfig:
 
 
 @dataclass
+class Variant:
+    """One row of the ablation table: a method run with a few overrides (Hydra syntax, never evaluated)."""
+
+    method: str = "kind"
+    overrides: list[str] = field(default_factory=list)
+    about: str = ""
+
+
+@dataclass
+class AblationConfig:
+    """The ablation grid of a suite: every variant on ``tasks`` x ``seeds``, compared with the published
+    cells of its method on the same seeds."""
+
+    tasks: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    variants: dict[str, Variant] = field(default_factory=dict)
+
+
+@dataclass
 class SuiteConfig:
     """A named benchmark suite: its ancestry classes, leaderboard file and artifact folders (and, for
     the ``ci`` suite, the regression check run by ``kind-bench check``)."""
 
     name: str = "digits"
     ancestry_classes: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    ancestry_seeds: int = 3  # a cell of seed s transfers from the ancestry pre-trained with seed s % this
     check: CheckConfig | None = None
+    ablation: AblationConfig | None = None
 
 
 @dataclass
@@ -52,7 +75,8 @@ class DataConfig:
     root: str | None = None  # ImageFolder root for `imagefolder`
     image_size: int = 8
     channels: int = 1
-    test_fraction: float = 0.3
+    test_fraction: float = 0.3  # of all images: the test reference, touched only for reported numbers
+    val_fraction: float = 0.2  # of all images: validation, the only data any choice (lr, budget) looks at
     split_seed: int = 0
 
 
@@ -101,6 +125,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     checkpoint_every: int = 0  # 0 = only the final weights
     snapshots: list[float] = field(default_factory=lambda: [1.0])  # fractions of `steps` to save
+    final_layer: bool = True  # transfer: the final layer trains for every parameter-efficient method
 
 
 @dataclass
@@ -110,7 +135,8 @@ class SampleConfig:
     scheduler: str = "ddim"  # ddim | dpm
     steps: int = 20
     guidance_scale: float = 2.0
-    samples_per_class: int = 50
+    samples_per_class: int = 200  # per draw, at the final snapshot
+    snapshot_samples_per_class: int = 50  # at the earlier snapshots (the early-regime curve)
     batch_size: int = 500
 
 
@@ -125,6 +151,29 @@ class EvalConfig:
     isc_splits: int = 1
     prc_neighborhood: int = 3
     grid_seed: int = 0  # the seed whose samples are drawn as a picture per method x task
+    draws: int = 3  # independent sampling draws of the final model (their sd is the metric's own noise)
+    split: str = "test"  # test (reported numbers) | val (tuning: every choice looks only at validation data)
+
+
+@dataclass
+class TuningConfig:
+    """How each method's transfer learning rate is chosen: on validation data, the same budget for all.
+
+    ``lr_source=tuned`` reads the rate chosen by the ``tune`` stage (``results/tuning/<suite>/<method>.json``);
+    ``config`` uses ``transfer.lr`` as given. Every method gets ``grid_size`` log-spaced rates per
+    ``grids`` entry (its own, else ``default``), trained on ``tasks`` x ``seeds`` for ``transfer.steps``
+    and scored on validation ``fd`` (pooled over the tasks by the geometric mean). A choice at the edge of
+    the grid extends it by one point on that side, up to ``extend`` times; beyond that it is flagged.
+    """
+
+    lr_source: str = "config"  # config | tuned
+    tasks: list[str] = field(default_factory=lambda: ["novel", "shift"])
+    seeds: list[int] = field(default_factory=lambda: [100])
+    grids: dict[str, list[float]] = field(default_factory=lambda: {"default": [1e-3, 3e-3, 1e-2, 3e-2]})
+    extend: int = 2
+    samples_per_class: int = 100
+    budget_methods: list[str] = field(default_factory=lambda: ["kind", "full_finetune"])
+    budget_tolerance: float = 0.05  # converged: fd at the budget within this fraction of fd at twice it
 
 
 @dataclass
@@ -167,6 +216,7 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     pretrain: TrainConfig = field(default_factory=TrainConfig)
     transfer: TrainConfig = field(default_factory=TrainConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
@@ -174,6 +224,7 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     seed: int = 0
     quiet: bool = False
+    namespace: str | None = None  # where a cell's files go; None: `runs` if published, else `adhoc/<digest>`
 
 
 def config_dir() -> Path:
@@ -245,44 +296,140 @@ def _require(ok: bool, message: str) -> None:
         raise UserError(message)
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+ACTIVATIONS = ("gelu", "gelu-approximate", "geglu", "geglu-approximate", "silu")
+NATIVE_SIZES = {"digits": (8, 1)}  # sources with a fixed image size and channel count
+
+
+def check_name(key: str, value: str) -> str:
+    """A name that becomes part of a path: letters, digits, ``_ . -``, no leading dot, no ``..``."""
+    if not (isinstance(value, str) and SAFE_NAME.fullmatch(value) and ".." not in value):
+        raise UserError(f"{key}={value!r} is not a safe name: use letters, digits, '_', '.', '-' "
+                        "(not starting with '.', no '..', at most 80 characters)")
+    return value
+
+
+def _finite(key: str, value: float, low: float | None = None, strict: bool = True) -> None:
+    ok = math.isfinite(value) and (low is None or (value > low if strict else value >= low))
+    bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
+    _require(ok, f"{key}={value} must be a finite number{bound}")
+
+
+def _distinct(key: str, values: list[int]) -> None:
+    _require(bool(values), f"{key} is empty: list at least one class")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    _require(not repeated, f"{key}={values} lists {repeated} more than once")
+    _require(all(v >= 0 for v in values), f"{key}={values} must be non-negative class ids")
+
+
+def _validate_train(phase: str, train: TrainConfig) -> None:
+    _require(train.steps > 0, f"{phase}.steps={train.steps} must be a positive integer")
+    _require(train.batch_size > 0, f"{phase}.batch_size={train.batch_size} must be positive")
+    _finite(f"{phase}.lr", train.lr, 0)
+    _finite(f"{phase}.weight_decay", train.weight_decay, 0, strict=False)
+    _finite(f"{phase}.grad_clip", train.grad_clip, 0, strict=False)
+    _require(train.warmup_steps >= 0, f"{phase}.warmup_steps={train.warmup_steps} must be >= 0")
+    _require(train.checkpoint_every >= 0, f"{phase}.checkpoint_every must be >= 0")
+    _require(
+        bool(train.snapshots) and all(0 < f <= 1 for f in train.snapshots) and 1.0 in train.snapshots,
+        f"{phase}.snapshots={train.snapshots} must be fractions in (0, 1] and include 1.0",
+    )
+
+
 def validate(cfg: Config) -> None:
-    """Range checks that types alone cannot express."""
+    """Range and consistency checks that types alone cannot express; all run before any work starts."""
+    for key, name in (("suite.name", cfg.suite.name), ("task.name", cfg.task.name), ("model.name", cfg.model.name)):
+        check_name(key, name)
+    if cfg.namespace is not None:
+        for part in cfg.namespace.split("/"):
+            check_name("namespace", part)
     for phase in ("pretrain", "transfer"):
-        train: TrainConfig = getattr(cfg, phase)
-        _require(train.steps > 0, f"{phase}.steps={train.steps} must be a positive integer")
-        _require(train.batch_size > 0, f"{phase}.batch_size={train.batch_size} must be positive")
-        _require(train.lr > 0, f"{phase}.lr={train.lr} must be positive")
-        _require(train.checkpoint_every >= 0, f"{phase}.checkpoint_every must be >= 0")
-        _require(
-            bool(train.snapshots) and all(0 < f <= 1 for f in train.snapshots) and 1.0 in train.snapshots,
-            f"{phase}.snapshots={train.snapshots} must be fractions in (0, 1] and include 1.0",
-        )
-    _require(bool(cfg.task.target_classes), "task.target_classes is empty: list at least one class")
-    _require(bool(cfg.suite.ancestry_classes), "suite.ancestry_classes is empty: list at least one class")
+        _validate_train(phase, getattr(cfg, phase))
+    _distinct("task.target_classes", cfg.task.target_classes)
+    _distinct("suite.ancestry_classes", cfg.suite.ancestry_classes)
     _require(
         not set(cfg.task.target_classes) & set(cfg.suite.ancestry_classes) or cfg.task.domain != "identity",
         "task.target_classes overlaps suite.ancestry_classes in the same domain: that is not a transfer",
     )
+    _require(cfg.suite.ancestry_seeds >= 1, f"suite.ancestry_seeds={cfg.suite.ancestry_seeds} must be >= 1")
+    _require(cfg.seed >= 0, f"seed={cfg.seed} must be >= 0")
     _require(cfg.task.shots is None or cfg.task.shots > 0, f"task.shots={cfg.task.shots} must be positive")
     _require(0 < cfg.task.depth_ratio <= 1, f"task.depth_ratio={cfg.task.depth_ratio} must be in (0, 1]")
-    _require(0 < cfg.data.test_fraction < 1, f"data.test_fraction={cfg.data.test_fraction} must be in (0, 1)")
+    _validate_data(cfg.data)
+    _validate_model(cfg)
     _require(0 <= cfg.diffusion.label_dropout < 1, "diffusion.label_dropout must be in [0, 1)")
-    _require(cfg.sample.steps > 0, f"sample.steps={cfg.sample.steps} must be positive")
-    _require(cfg.sample.samples_per_class > 0, "sample.samples_per_class must be positive")
-    _require(cfg.sample.guidance_scale >= 1, "sample.guidance_scale must be >= 1 (1 disables guidance)")
-    if cfg.sample.scheduler not in ("ddim", "dpm"):
-        raise choices_error("sample.scheduler", cfg.sample.scheduler, ("ddim", "dpm"))
-    if cfg.data.name not in ("digits", "imagefolder"):
-        raise choices_error("data.name", cfg.data.name, ("digits", "imagefolder"))
-    if cfg.data.name == "imagefolder":
-        _require(cfg.data.root is not None, "data.root is required for data=imagefolder")
-        _require(Path(cfg.data.root).is_dir(), f"data.root={cfg.data.root}: no such directory")
-    if cfg.eval.feature_extractor not in ("digits_cnn", "inception-v3-compat"):
-        raise choices_error("eval.feature_extractor", cfg.eval.feature_extractor, ("digits_cnn", "inception-v3-compat"))
+    if cfg.diffusion.beta_schedule not in BETA_SCHEDULES:
+        raise choices_error("diffusion.beta_schedule", cfg.diffusion.beta_schedule, BETA_SCHEDULES)
+    _validate_sampling(cfg)
+    _validate_tuning(cfg.tuning)
     _require(cfg.runtime.workers >= 1, f"runtime.workers={cfg.runtime.workers} must be >= 1")
     _require(cfg.runtime.threads is None or cfg.runtime.threads >= 1, "runtime.threads must be >= 1 (or null)")
-    if cfg.model.vae_path is not None:
-        _require(Path(cfg.model.vae_path).is_dir(), f"model.vae_path={cfg.model.vae_path}: no such directory")
+
+
+def _validate_data(data: DataConfig) -> None:
+    if data.name not in ("digits", "imagefolder"):
+        raise choices_error("data.name", data.name, ("digits", "imagefolder"))
+    for key in ("test_fraction", "val_fraction"):
+        _require(0 < getattr(data, key) < 1, f"data.{key}={getattr(data, key)} must be in (0, 1)")
+    _require(data.test_fraction + data.val_fraction < 1,
+             f"data.test_fraction + data.val_fraction = {data.test_fraction + data.val_fraction} leaves no "
+             "training images: their sum must be < 1")
+    _require(data.image_size > 0 and data.channels in (1, 3),
+             f"data.image_size={data.image_size} must be positive and data.channels={data.channels} 1 or 3")
+    if data.name in NATIVE_SIZES:
+        size, channels = NATIVE_SIZES[data.name]
+        _require((data.image_size, data.channels) == (size, channels),
+                 f"data.image_size={data.image_size}, data.channels={data.channels}: the {data.name} source is "
+                 f"{size}x{size} with {channels} channel(s); set data.image_size={size} data.channels={channels}")
+    if data.name == "imagefolder":
+        _require(data.root is not None, "data.root is required for data=imagefolder")
+        _require(Path(data.root).is_dir(), f"data.root={data.root}: no such directory")
+
+
+def _validate_model(cfg: Config) -> None:
+    model = cfg.model
+    _require(model.depth >= 1 and model.hidden_size >= 1 and model.num_heads >= 1 and model.patch_size >= 1,
+             "model.depth, model.hidden_size, model.num_heads and model.patch_size must be positive")
+    _require(model.hidden_size % model.num_heads == 0,
+             f"model.hidden_size={model.hidden_size} is not divisible by model.num_heads={model.num_heads}")
+    if model.activation not in ACTIVATIONS:
+        raise choices_error("model.activation", model.activation, ACTIVATIONS)
+    if model.vae_path is not None:
+        _require(Path(model.vae_path).is_dir(), f"model.vae_path={model.vae_path}: no such directory")
+    else:
+        _require(cfg.data.image_size % model.patch_size == 0,
+                 f"model.patch_size={model.patch_size} does not divide data.image_size={cfg.data.image_size}")
+
+
+def _validate_sampling(cfg: Config) -> None:
+    sample, ev = cfg.sample, cfg.eval
+    _require(cfg.diffusion.num_train_timesteps >= max(2, sample.steps),
+             f"diffusion.num_train_timesteps={cfg.diffusion.num_train_timesteps} must be >= 2 and >= "
+             f"sample.steps={sample.steps}")
+    _require(sample.steps > 0, f"sample.steps={sample.steps} must be positive")
+    for key in ("samples_per_class", "snapshot_samples_per_class", "batch_size"):
+        _require(getattr(sample, key) > 0, f"sample.{key}={getattr(sample, key)} must be positive")
+    _finite("sample.guidance_scale", sample.guidance_scale, 1, strict=False)
+    if sample.scheduler not in ("ddim", "dpm"):
+        raise choices_error("sample.scheduler", sample.scheduler, ("ddim", "dpm"))
+    if ev.feature_extractor not in ("digits_cnn", "inception-v3-compat"):
+        raise choices_error("eval.feature_extractor", ev.feature_extractor, ("digits_cnn", "inception-v3-compat"))
+    if ev.split not in ("test", "val"):
+        raise choices_error("eval.split", ev.split, ("test", "val"))
+    for key in ("kid_subset_size", "kid_subsets", "isc_splits", "prc_neighborhood", "draws"):
+        _require(getattr(ev, key) >= 1, f"eval.{key}={getattr(ev, key)} must be >= 1")
+
+
+def _validate_tuning(tuning: TuningConfig) -> None:
+    if tuning.lr_source not in ("config", "tuned"):
+        raise choices_error("tuning.lr_source", tuning.lr_source, ("config", "tuned"))
+    _require("default" in tuning.grids, "tuning.grids needs a 'default' grid")
+    for name, grid in tuning.grids.items():
+        _require(len(grid) >= 2 and all(math.isfinite(v) and v > 0 for v in grid) and grid == sorted(set(grid)),
+                 f"tuning.grids.{name}={grid} must be >= 2 increasing positive learning rates")
+    _require(tuning.extend >= 0 and tuning.samples_per_class > 0, "tuning.extend >= 0, samples_per_class > 0")
+    _require(0 < tuning.budget_tolerance < 1, f"tuning.budget_tolerance={tuning.budget_tolerance} must be in (0, 1)")
 
 
 def torch_threads(runtime: RuntimeConfig, per_cell: bool) -> int:
@@ -302,6 +449,9 @@ def validate_section(section: dict[str, Any], schema: type, key: str) -> Any:
         inner = getattr(exc, "full_key", None)
         msg = str(exc).strip().splitlines()[0]
         raise UserError(f"config key {key}.{inner}: {msg}" if inner else f"{key}: {msg}") from None
+    except (ValueError, TypeError) as exc:  # raised by the schema's own __post_init__ checks
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{key}.{section.get('name', '?')}: {first}") from None
 
 
 def as_dict(cfg: Config) -> dict[str, Any]:

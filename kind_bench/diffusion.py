@@ -60,6 +60,19 @@ def diffusion_loss(
     return torch.nn.functional.mse_loss(pred, noise)
 
 
+class DiffusionObjective:
+    """The generation track's training objective (:func:`diffusion_loss` under one noise schedule)."""
+
+    def __init__(self, cfg: DiffusionConfig, null: int) -> None:
+        self.scheduler = noise_scheduler(cfg)
+        self.null = null
+        self.label_dropout = cfg.label_dropout
+
+    def __call__(self, model: nn.Module, x0: torch.Tensor, labels: torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor:
+        return diffusion_loss(model, x0, labels, self.scheduler, self.null, self.label_dropout, generator)
+
+
 @torch.no_grad()
 def sample(
     model: nn.Module,

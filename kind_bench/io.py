@@ -17,21 +17,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from kind_bench.errors import UserError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: the mode a new file gets from open() under the process umask (mkstemp alone would make it 0600)
+FILE_MODE = 0o666 & ~_umask()
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it is renamed onto ``path``."""
+    """Yield a temporary path next to ``path``; on success it is renamed onto ``path`` (mode per umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -79,20 +89,27 @@ def _damaged(path: Path, what: str, detail: str) -> UserError:
                      "delete it and rerun the stage that produces it (dvc repro)")
 
 
-def load_tensors(path: str | Path, what: str = "weights file") -> dict[str, torch.Tensor]:
+def load_tensors(path: str | Path, what: str = "weights file", hint: str = "the stage that produces it (dvc repro)",
+                 foreign: bool = False) -> dict[str, torch.Tensor]:
     """Load safetensors; a missing, truncated or altered file is a one-line UserError naming it.
 
-    safetensors itself catches a broken header or a short file; the stored checksum catches changed bytes.
+    safetensors itself catches a broken header or a short file; the checksum that every file we write
+    carries catches changed bytes, and a file of ours without one is refused. ``foreign`` files (weights
+    made elsewhere, e.g. Inception) carry no checksum. ``hint`` says what produces a missing file.
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{what} {path} not found: run the stage that produces it (dvc repro)")
+        raise UserError(f"{what} {path} not found: run {hint}")
     try:
         tensors = load_file(str(path))
         expected = load_metadata(path, what).get("sha256")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a damaged file
         raise _damaged(path, what, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) \
             from None
+    if expected is None and not foreign:
+        raise _damaged(path, what, "no checksum in its header")
     if expected is not None and checksum(tensors) != expected:
         raise _damaged(path, what, "checksum mismatch")
     return tensors
@@ -105,8 +122,9 @@ def load_metadata(path: str | Path, what: str = "weights file") -> dict[str, str
     try:
         with safe_open(str(path), framework="pt") as handle:
             return dict(handle.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise _damaged(Path(path), what, str(exc).strip().splitlines()[0]) from None
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a damaged header
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _damaged(Path(path), what, detail) from None
 
 
 def state_tensors(state: dict[str, torch.Tensor], prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -134,9 +152,11 @@ def save_module(path: str | Path, module: torch.nn.Module, metadata: dict[str, s
     save_tensors(path, unique, meta)
 
 
-def load_module(path: str | Path, module: torch.nn.Module, what: str = "checkpoint") -> None:
-    """Load weights saved by :func:`save_module` into ``module`` (strict: every key must match)."""
-    state = load_tensors(path, what)
+def load_module(path: str | Path, module: torch.nn.Module, what: str = "checkpoint",
+                hint: str = "the stage that produces it (dvc repro)") -> dict[str, str]:
+    """Load weights saved by :func:`save_module` into ``module`` (strict: every key must match); returns
+    the file's metadata."""
+    state = load_tensors(path, what, hint)
     aliases = json.loads(load_metadata(path).get("aliases", "{}"))
     for name, source in aliases.items():
         state[name] = state[source]
@@ -146,3 +166,4 @@ def load_module(path: str | Path, module: torch.nn.Module, what: str = "checkpoi
         first = str(exc).strip().splitlines()[0]
         raise UserError(f"{what} {path} does not fit the model this config builds ({first}); "
                         "was it produced with another config? rerun its stage") from None
+    return load_metadata(path, what)

@@ -1,19 +1,33 @@
-"""Stage ``leaderboard``: aggregate a suite's result JSONs into CSV, Markdown and plots.
+"""Stage ``leaderboard``: aggregate a suite's published result records into CSV, Markdown, plots, findings.
 
-One row per (task, method). Every metric gets its mean, standard deviation and a 95% bootstrap
-confidence interval over seeds (no interval from a single seed). Methods are ranked per task on the
-primary metric, in its declared direction (:data:`kind_bench.metrics.DIRECTION`); the average rank is over
-the tasks a method ran. A task's best method is marked the winner only where its interval separates from
-the runner-up's. The ``real_data`` reference row (the noise floor) is shown but never ranked.
+Only files named ``<method>/<method>-<task>-<seed>.json`` under ``results/runs/<suite>/`` are read, and
+each must say it is that cell. The expected grid (``params.yaml``: methods x tasks x seeds) must be
+complete: missing cells are listed and their rows marked ``incomplete`` (and the call exits 1). A cell
+whose primary or any directed metric is missing or not finite counts as ``failed``, with the reason.
+Seeds whose configs differ (other than the seed) are never pooled: the call refuses with one line.
+
+One row per (task, method): for every metric the mean, the standard deviation and a 95% interval of the
+mean (Student's t below 10 seeds, BCa from 10 on; ``ci_method`` says which), never the seeds' range; the
+mean ``eval_noise_sd`` (the metric's own sampling noise) beside them. Methods are ranked per task on the
+primary metric in its declared direction (:data:`kind_bench.metrics.DIRECTION`). ``avg_rank`` is over the
+tasks every ranked method ran (a task that changes the architecture, like ``small``, is ranked on its own
+and shown apart). A task's best method gets ★ only where a paired t-test over the shared seeds against
+the runner-up, Holm-corrected over the tasks, says p < 0.05; ``p_best`` is its probability of rank 1
+under a bootstrap over the shared seeds. The ``real_data`` rows (the noise floor) are shown, never ranked.
 
 The CSV has a fixed column order, a deterministic sort (task, reference row, rank, method) and fixed
-precision, so its diffs stay reviewable. Runs that are not ``success`` stay visible as rows with their
-status and reason.
+precision, so its diffs stay reviewable. CSV, Markdown, findings, plots and the per-task DVC metrics are
+written into a temporary folder and moved into place together.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +36,44 @@ import pandas as pd
 
 from kind_bench.config import Config
 from kind_bench.errors import UserError
-from kind_bench.io import atomic_path
-from kind_bench.metrics import DIRECTION
-from kind_bench.paths import leaderboard_path
+from kind_bench.metrics import DIRECTION, PRIMARY
+from kind_bench.paths import leaderboard_dir, published_results
+from kind_bench.results import REFERENCE_ROW
+from kind_bench.stats import holm, mean_interval, p_best, paired_test
 
-#: the method name of the noise-floor rows (held-out real images, written by the floor stage)
-REFERENCE_ROW = "real_data"
-PRIMARY = ("fd_digits", "fid")
 BUDGET_METRICS = ("fd_digits", "fid", "class_accuracy")
 COST_COLUMNS = ("trainable_params", "transferred_params", "total_params", "task_bytes", "flops_per_step",
                 "flops_per_sample", "steps", "train_time_s", "eval_time_s", "peak_memory_mb")
 INTEGER_COLUMNS = ("n_seeds", "rank", "trainable_params", "transferred_params", "total_params", "task_bytes",
                    "flops_per_step", "flops_per_sample", "steps")
 DECIMALS = 4
-BOOTSTRAP_RESAMPLES = 2000
+REQUIRED = {"run_info": ("method", "task", "seed", "status"), "train_info": (), "metrics": ()}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The cells a leaderboard must hold: methods x tasks x seeds."""
+
+    methods: tuple[str, ...]
+    tasks: tuple[str, ...]
+    seeds: tuple[int, ...]
+
+
+def _listing(value: object) -> tuple[str, ...]:
+    items = value if isinstance(value, list | tuple | dict) else str(value).split(",")
+    return tuple(str(v).strip() for v in items if str(v).strip())
+
+
+def expected_grid(cfg: Config, params: Path = Path("params.yaml")) -> Grid | None:
+    """The DVC grid in ``params.yaml`` (methods, tasks, seeds), if it describes this suite."""
+    import yaml
+
+    if not params.is_file():
+        return None
+    data = yaml.safe_load(params.read_text()) or {}
+    if data.get("suite") != cfg.suite.name or not {"methods", "tasks", "seeds"} <= set(data):
+        return None
+    return Grid(_listing(data["methods"]), _listing(data["tasks"]), tuple(int(s) for s in _listing(data["seeds"])))
 
 
 def budget_key(metric: str, fraction: str) -> str:
@@ -43,39 +81,95 @@ def budget_key(metric: str, fraction: str) -> str:
     return f"{metric}@{round(float(fraction) * 100)}%"
 
 
+def _cell_of_file(path: Path) -> tuple[str, str, int] | None:
+    """(method, task, seed) when ``path`` is ``<method>/<method>-<task>-<seed>.json``, else None."""
+    method = path.parent.name
+    match = re.fullmatch(rf"{re.escape(method)}-(?P<task>.+)-(?P<seed>\d+)\.json", path.name)
+    return (method, match["task"], int(match["seed"])) if match else None
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"result {path} is corrupted ({getattr(exc, 'msg', exc)}); rerun its cell") from None
+    for block, keys in REQUIRED.items():
+        if not isinstance(data, dict) or not isinstance(data.get(block), dict):
+            raise UserError(f"result {path} has no {block} block (an older or foreign file?): rerun its cell")
+        missing = [k for k in keys if k not in data[block]]
+        if missing:
+            raise UserError(f"result {path} lacks {block}.{missing[0]}: rerun its cell")
+    return data
+
+
+def _row(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    info, train = data["run_info"], data["train_info"]
+    config = info.get("config") or {}
+    row: dict[str, Any] = {
+        "task": info["task"], "method": info["method"], "seed": info["seed"], "status": info["status"],
+        "error": info.get("error") or "", "config_digest": info.get("config_digest", ""), "file": str(path),
+        "lr": (config.get("transfer") or {}).get("lr") if info["method"] != REFERENCE_ROW else None,
+        "apart": (config.get("task") or {}).get("depth_ratio", 1.0) < 1,
+        "domain": (config.get("task") or {}).get("domain", "identity"),
+    }
+    row.update({k: train.get(k) for k in COST_COLUMNS})
+    metrics = data["metrics"]
+    row.update(metrics)
+    for fraction, values in data.get("metrics_by_budget", {}).items():
+        if float(fraction) < 1:
+            row.update({budget_key(m, fraction): v for m, v in values.items() if m in BUDGET_METRICS})
+    if row["status"] == "success":
+        primary = next((m for m in PRIMARY.values() if m in metrics), None)
+        bad = [m for m, v in metrics.items() if DIRECTION.get(m) and not _finite(v)]
+        if primary is None or bad:
+            row.update(status="failed", error=f"metric {bad[0] if bad else 'fd_digits/fid'} missing or not finite")
+    return row
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
 def load_runs(results_dir: Path) -> pd.DataFrame:
-    """One row per result JSON: identity, status, metrics (final and per step budget) and cost."""
-    rows: list[dict[str, Any]] = []
+    """One row per well-named result record: identity, status, config digest, metrics and cost."""
+    rows = []
     for path in sorted(results_dir.glob("*/*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise UserError(f"result {path} is corrupted ({exc.msg}); rerun its evaluate stage") from None
-        info, train = data["run_info"], data["train_info"]
-        row = {"task": info["task"], "method": info["method"], "seed": info["seed"], "status": info["status"],
-               "error": info.get("error") or ""}
-        row.update({k: train.get(k) for k in COST_COLUMNS})
-        row.update(data["metrics"])
-        for fraction, values in data.get("metrics_by_budget", {}).items():
-            if float(fraction) < 1:
-                row.update({budget_key(m, fraction): v for m, v in values.items() if m in BUDGET_METRICS})
-        rows.append(row)
+        cell = _cell_of_file(path)
+        if cell is None:
+            continue
+        data = _read_record(path)
+        info = data["run_info"]
+        if (info["method"], info["task"], info["seed"]) != cell:
+            raise UserError(f"result {path} records cell {info['method']}-{info['task']}-{info['seed']}, "
+                            "not the one its name says: rerun its cell")
+        rows.append(_row(path, data))
     if not rows:
-        raise UserError(f"no result JSONs in {results_dir}: run the evaluate stages first (dvc repro)")
+        raise UserError(f"no result records in {results_dir}: run the pipeline first (dvc repro)")
     return pd.DataFrame(rows)
 
 
-def bootstrap_ci(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the mean (NaN with fewer than two values)."""
-    values = values[~np.isnan(values)]
-    if len(values) < 2:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = rng.choice(values, size=(BOOTSTRAP_RESAMPLES, len(values)), replace=True).mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+def check_pooling(runs: pd.DataFrame) -> None:
+    """Refuse to pool seeds of one row that were run with different configs."""
+    for (task, method), group in runs[runs.method != REFERENCE_ROW].groupby(["task", "method"]):
+        digests = group.config_digest.unique()
+        if len(digests) > 1:
+            seeds = {d: sorted(group.seed[group.config_digest == d]) for d in digests}
+            listing = "; ".join(f"seeds {s} with config {d or '(unrecorded)'}" for d, s in seeds.items())
+            raise UserError(f"{method} on {task}: seeds were run with different configs ({listing}); "
+                            "rerun them with one config (dvc repro) before building the leaderboard")
 
 
-def _status(group: pd.DataFrame) -> str:
+def missing_cells(runs: pd.DataFrame, grid: Grid | None) -> list[tuple[str, str, int]]:
+    """Cells of the expected grid without a record (floor rows are not part of the grid)."""
+    if grid is None:
+        return []
+    present = set(zip(runs.method, runs.task, runs.seed, strict=True))
+    return [(m, t, s) for m in grid.methods for t in grid.tasks for s in grid.seeds if (m, t, s) not in present]
+
+
+def _status(group: pd.DataFrame, missing: list[int]) -> str:
+    if missing:
+        return "incomplete"
     if (group.status == "success").all():
         return "success"
     if (group.status == "n/a").all():
@@ -83,61 +177,99 @@ def _status(group: pd.DataFrame) -> str:
     return "failed"
 
 
-def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (task, method): status, seeds, mean/std/CI of every metric, budget means, mean costs."""
-    metrics = [m for m in DIRECTION if m in runs.columns]
+def metric_columns(runs: pd.DataFrame) -> list[str]:
+    """The declared metrics present in the runs, in DIRECTION's order."""
+    return [m for m in DIRECTION if m in runs.columns]
+
+
+def aggregate(runs: pd.DataFrame, missing: list[tuple[str, str, int]] = ()) -> pd.DataFrame:
+    """Per (task, method): status, seeds, mean/std/interval of every metric, budget means, mean costs, ranks."""
+    metrics = metric_columns(runs)
     budgets = sorted(c for c in runs.columns if "@" in c)
+    absent = pd.DataFrame([{"task": t, "method": m, "seed": s, "status": "missing", "error": ""}
+                           for m, t, s in missing])
+    every = pd.concat([runs, absent], ignore_index=True) if len(absent) else runs
     rows = []
-    for (task, method), group in runs.groupby(["task", "method"], sort=True):
+    for (task, method), group in every.groupby(["task", "method"], sort=True):
         ok = group[group.status == "success"]
-        row: dict[str, Any] = {"task": task, "method": method, "status": _status(group), "n_seeds": len(ok)}
+        gone = sorted(int(s) for s in group.seed[group.status == "missing"])
+        row: dict[str, Any] = {"task": task, "method": method, "status": _status(group, gone), "n_seeds": len(ok),
+                               "apart": bool(group.apart.fillna(False).any()) if "apart" in group else False}
         for m in metrics:
-            values = ok[m].to_numpy(dtype=float)
+            values = ok[m].dropna().to_numpy(dtype=float)
             row[m] = values.mean() if len(values) else np.nan
             row[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else np.nan
-            row[f"{m}_ci_low"], row[f"{m}_ci_high"] = bootstrap_ci(values)
-        for column in (*budgets, *COST_COLUMNS):
+            row[f"{m}_ci_low"], row[f"{m}_ci_high"], ci = mean_interval(values)
+            if m in PRIMARY.values():
+                row["ci_method"] = ci
+        for column in ("lr", "eval_noise_sd", *budgets, *COST_COLUMNS):
             present = ok[column].dropna() if column in ok else pd.Series(dtype=float)
             row[column] = float(present.mean()) if len(present) else np.nan
-        failures = sorted(set(group.error[group.status != "success"]))
-        row["note"] = "; ".join(failures)
+        notes = sorted(set(group.error[~group.status.isin(["success", "missing"])].dropna()) - {""})
+        if gone:
+            notes.insert(0, f"missing seeds {', '.join(map(str, gone))}")
+        row["note"] = "; ".join(notes)
         rows.append(row)
-    table = pd.DataFrame(rows)
-    table = rank(table, primary_metric(metrics))
-    columns = ["task", "method", "status", "n_seeds", "rank", "avg_rank", "winner"]
+    table = rank(pd.DataFrame(rows), runs, primary_metric(metrics))
+    columns = ["task", "method", "status", "apart", "n_seeds", "rank", "avg_rank", "p_best", "winner", "p_vs_next",
+               "lr"]
     for m in metrics:
         columns += [m, f"{m}_std", f"{m}_ci_low", f"{m}_ci_high"]
-    columns += [*budgets, *COST_COLUMNS, "note"]
+    columns += ["ci_method", "eval_noise_sd", *budgets, *COST_COLUMNS, "note"]
     table["_reference"] = table.method != REFERENCE_ROW
     table = table.sort_values(["task", "_reference", "rank", "method"], na_position="last", kind="mergesort")
-    return table[columns].reset_index(drop=True)
+    return table.reindex(columns=columns).reset_index(drop=True)
 
 
 def primary_metric(metrics: list[str]) -> str | None:
     """The metric that ranks methods (the Frechet distance of the suite's extractor)."""
-    return next((m for m in PRIMARY if m in metrics), None)
+    return next((m for m in PRIMARY.values() if m in metrics), None)
 
 
-def rank(table: pd.DataFrame, primary: str | None) -> pd.DataFrame:
-    """Add per-task ``rank``, cross-task ``avg_rank`` and the CI-separated ``winner`` mark."""
+def per_seed(runs: pd.DataFrame, task: str, methods: list[str], metric: str) -> dict[str, list[float]]:
+    """``{method: [value per shared seed]}`` on one task, over the seeds every listed method succeeded on."""
+    ok = runs[(runs.task == task) & (runs.status == "success") & runs.method.isin(methods)]
+    pivot = ok.pivot_table(index="seed", columns="method", values=metric, aggfunc="first").dropna()
+    return {m: pivot[m].tolist() for m in methods if m in pivot}
+
+
+def common_tasks(table: pd.DataFrame) -> list[str]:
+    """Tasks, other than those that change the architecture, on which every ranked method succeeded."""
+    ranked = table[(table.method != REFERENCE_ROW) & (table.status == "success") & ~table.apart]
+    methods = set(ranked.method)
+    tasks = [t for t, g in ranked.groupby("task") if set(g.method) == methods]
+    return sorted(tasks)
+
+
+def rank(table: pd.DataFrame, runs: pd.DataFrame, primary: str | None) -> pd.DataFrame:
+    """Add per-task ``rank``, ``p_best``, the paired ``winner`` mark and ``avg_rank`` over the common tasks."""
     table = table.copy()
-    table["rank"], table["avg_rank"], table["winner"] = np.nan, np.nan, ""
+    table["rank"], table["avg_rank"], table["p_best"], table["p_vs_next"], table["winner"] = (
+        np.nan, np.nan, np.nan, np.nan, "")
     if primary is None:
         return table
-    sign = 1 if DIRECTION[primary] == "lower" else -1
+    lower = DIRECTION[primary] == "lower"
     rankable = (table.method != REFERENCE_ROW) & (table.status == "success") & table[primary].notna()
+    tests: list[tuple[int, float]] = []
     for task in table.task.unique():
         mask = rankable & (table.task == task)
-        table.loc[mask, "rank"] = (sign * table.loc[mask, primary]).rank(method="min")
+        table.loc[mask, "rank"] = ((1 if lower else -1) * table.loc[mask, primary]).rank(method="min")
         ordered = table[mask].sort_values("rank")
-        if len(ordered) >= 2:
-            best, runner = ordered.iloc[0], ordered.iloc[1]
-            lo, hi = f"{primary}_ci_low", f"{primary}_ci_high"
-            separated = best[hi] < runner[lo] if sign == 1 else best[lo] > runner[hi]
-            if bool(separated):
-                table.loc[ordered.index[0], "winner"] = "yes"
-    means = table[rankable].groupby("method")["rank"].mean()
-    table.loc[rankable, "avg_rank"] = table.loc[rankable, "method"].map(means)
+        scores = per_seed(runs, task, list(ordered.method), primary)
+        for method, share in p_best(scores, lower).items():
+            table.loc[mask & (table.method == method), "p_best"] = share
+        if len(ordered) >= 2 and {ordered.method.iloc[0], ordered.method.iloc[1]} <= set(scores):
+            test = paired_test(scores[ordered.method.iloc[0]], scores[ordered.method.iloc[1]])
+            if math.isfinite(test.p):
+                tests.append((ordered.index[0], test.p))
+    for (index, _), adjusted in zip(tests, holm([p for _, p in tests]), strict=True):
+        table.loc[index, "p_vs_next"] = adjusted
+        if adjusted < 0.05:
+            table.loc[index, "winner"] = "yes"
+    common = common_tasks(table)
+    in_common = rankable & table.task.isin(common)
+    means = table[in_common].groupby("method")["rank"].mean()
+    table["avg_rank"] = table.method.map(means).where(rankable)
     return table
 
 
@@ -147,89 +279,158 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     for column in out.columns:
         if column in INTEGER_COLUMNS:
             out[column] = out[column].map(lambda v: "" if pd.isna(v) else f"{int(round(v))}")
+        elif column == "lr":
+            out[column] = out[column].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
         elif pd.api.types.is_float_dtype(out[column]):
             out[column] = out[column].map(lambda v: "" if pd.isna(v) else f"{v:.{DECIMALS}f}")
     return out
 
 
-def overview(table: pd.DataFrame, primary: str) -> list[str]:
-    """A method x task matrix of the primary metric (mean [95% CI]), ordered by average rank."""
-    tasks = list(dict.fromkeys(table.task))
-    methods = table[table.method != REFERENCE_ROW]
-    order = methods.groupby("method").agg(avg_rank=("avg_rank", "first"), trainable=("trainable_params", "max"))
-    order = order.sort_values(["avg_rank"], na_position="last")
-    lines = [f"| method | {' | '.join(tasks)} | average rank | trainable (max) |",
-             "|:--|" + ":--|" * len(tasks) + "--:|--:|"]
+def _cell(r: pd.Series, primary: str) -> str:
+    if r.status != "success":
+        return r.status
+    low, high = r[f"{primary}_ci_low"], r[f"{primary}_ci_high"]
+    ci = "" if pd.isna(low) else f" [{low:.2f}, {high:.2f}]"
+    return f"{r[primary]:.2f}{ci}{' ★' if r.winner == 'yes' else ''}"
+
+
+def overview(table: pd.DataFrame, primary: str, tasks: list[str], average: bool = True) -> list[str]:
+    """A method x task matrix of the primary metric (mean [95% CI]), ordered by average rank (``average``)
+    or by rank on the first task."""
+    methods = table[(table.method != REFERENCE_ROW) & table.task.isin(tasks)]
+    order = methods.groupby("method").agg(avg_rank=("avg_rank", "first"), rank=("rank", "min"),
+                                          trainable=("trainable_params", "max"), lr=("lr", "first"))
+    order = order.sort_values(["avg_rank" if average else "rank"], na_position="last")
+    last = "average rank" if average else "rank"
+    lines = [f"| method | {' | '.join(tasks)} | {last} | trainable | lr |",
+             "|:--|" + ":--|" * len(tasks) + "--:|--:|--:|"]
     cells = methods.set_index(["method", "task"])
     for method, summary in order.iterrows():
-        row = []
-        for task in tasks:
-            if (method, task) not in cells.index:
-                row.append("")
-                continue
-            r = cells.loc[(method, task)]
-            if r.status != "success":
-                row.append(r.status)
-                continue
-            low, high = r[f"{primary}_ci_low"], r[f"{primary}_ci_high"]
-            ci = "" if pd.isna(low) else f" [{low:.2f}, {high:.2f}]"
-            row.append(f"{r[primary]:.2f}{ci}{' ★' if r.winner == 'yes' else ''}")
-        rank = "" if pd.isna(summary.avg_rank) else f"{summary.avg_rank:.2f}"
+        row = [_cell(cells.loc[(method, task)], primary) if (method, task) in cells.index else "" for task in tasks]
+        position = summary.avg_rank if average else summary["rank"]
+        shown = "" if pd.isna(position) else (f"{position:.2f}" if average else f"{int(position)}")
         count = "" if pd.isna(summary.trainable) else f"{int(summary.trainable):,}"
-        lines.append(f"| {method} | {' | '.join(row)} | {rank} | {count} |")
+        lr = "" if pd.isna(summary.lr) else f"{summary.lr:.3g}"
+        lines.append(f"| {method} | {' | '.join(row)} | {shown} | {count} | {lr} |")
     floor = table[table.method == REFERENCE_ROW].set_index("task")
     if len(floor):
         lines.append(f"| *{REFERENCE_ROW}* | "
                      + " | ".join(f"{floor.loc[t, primary]:.2f}" if t in floor.index else "" for t in tasks)
-                     + " |  |  |")
+                     + " |  |  |  |")
+    return lines
+
+
+def _num(v: float, digits: int = 3) -> str:
+    return "" if pd.isna(v) else f"{v:.{digits}f}"
+
+
+def task_table(rows: pd.DataFrame, primary: str) -> list[str]:
+    """One task's rows with every directed metric, the sampling noise, p_best and costs."""
+    shown = [m for m in DIRECTION if m in rows.columns and m != primary]
+    arrows = {"lower": " ↓", "higher": " ↑", None: ""}
+    lines = [f"| rank | method | {primary} ↓ mean ± std [95% CI] | eval noise sd | p_best | "
+             + " | ".join(f"{m}{arrows[DIRECTION[m]]}" for m in shown) + " | trainable | lr | train s | note |",
+             "|--:|:--|:--|--:|--:|" + "--:|" * len(shown) + "--:|--:|--:|:--|"]
+    for _, r in rows.iterrows():
+        std = "" if pd.isna(r[f"{primary}_std"]) else f" ± {_num(r[f'{primary}_std'])}"
+        low, high = r[f"{primary}_ci_low"], r[f"{primary}_ci_high"]
+        ci = "" if pd.isna(low) else f" [{_num(low)}, {_num(high)}]"
+        head = f"{_num(r[primary])}{std}{ci}" if r.status == "success" else r.status
+        count = "" if pd.isna(r.trainable_params) else f"{int(r.trainable_params):,}"
+        lr = "" if pd.isna(r.lr) else f"{r.lr:.3g}"
+        star = " ★" if r.winner == "yes" else ""
+        lines.append(f"| {'' if pd.isna(r['rank']) else int(r['rank'])} | {r.method}{star} | {head} | "
+                     f"{_num(r.eval_noise_sd)} | {_num(r.p_best, 2)} | " + " | ".join(_num(r[m]) for m in shown)
+                     + f" | {count} | {lr} | {_num(r.train_time_s, 1)} | {r.note} |")
     return lines
 
 
 def markdown(table: pd.DataFrame, suite: str) -> str:
-    """Per-task tables of the headline numbers (mean ± std [95% CI]); ★ marks a CI-separated winner."""
+    """The overview over the common tasks, the tasks ranked apart, and one table per task."""
     primary = primary_metric([m for m in DIRECTION if m in table.columns])
-    shown = [m for m in DIRECTION if m in table.columns and m != primary]
+    if primary is None:
+        return "\n".join([f"# Leaderboard: {suite}", "", "No run succeeded.", "", "| task | method | status | note |",
+                          "|:--|:--|:--|:--|", *(f"| {r.task} | {r.method} | {r.status} | {r.note} |"
+                                                 for r in table.itertuples())]) + "\n"
+    common = common_tasks(table)
+    apart = sorted(set(table.task) - set(common))
     lines = [f"# Leaderboard: {suite}", "",
-             f"Mean over seeds; {primary} as mean ± std [95% bootstrap CI]. ★: best, with a CI that separates "
-             "from the runner-up. `real_data`: held-out real images (the noise floor), not ranked.", "",
-             f"## At a glance: {primary} ↓ per task, mean [95% CI]", "", *overview(table, primary), ""]
+             f"Mean over seeds; {primary} as mean [95% CI of the mean] (`ci_method`: t below 10 seeds, BCa "
+             "from 10). ★: best on the task, with a paired t-test over the shared seeds against the runner-up "
+             "at Holm-corrected p < 0.05 (`p_vs_next`). `p_best`: probability of rank 1 under a bootstrap over "
+             "the seeds. `eval noise sd`: the metric's own noise (sd over independent sampling draws of one "
+             f"trained model). `real_data`: held-out real images (the noise floor), not ranked. Average rank over "
+             f"the tasks every ranked method ran ({', '.join(common) or 'none'}).", "",
+             f"## At a glance: {primary} ↓ per task", "", *overview(table, primary, common), ""]
+    for task in apart:
+        lines += [f"## Ranked apart: {task} (not every method can run it)", "",
+                  *overview(table, primary, [task], average=False), ""]
     for task, rows in table.groupby("task", sort=False):
-        lines += [f"## {task}", "",
-                  f"| rank | method | {primary} ↓ | " + " | ".join(shown) + " | trainable | transferred | "
-                  "train s | note |",
-                  "|--:|:--|:--|" + "--:|" * len(shown) + "--:|--:|--:|:--|"]
-        for _, r in rows.iterrows():
-            def num(v: float, digits: int = 3) -> str:
-                return "" if pd.isna(v) else f"{v:.{digits}f}"
-            low, high = r[f"{primary}_ci_low"], r[f"{primary}_ci_high"]
-            ci = "" if pd.isna(low) else f" [{num(low)}, {num(high)}]"
-            std = "" if pd.isna(r[f"{primary}_std"]) else f" ± {num(r[f'{primary}_std'])}"
-            head = f"{num(r[primary])}{std}{ci}" if r.status == "success" else r.status
-            count = "" if pd.isna(r.trainable_params) else f"{int(r.trainable_params):,}"
-            moved = "" if pd.isna(r.transferred_params) else f"{int(r.transferred_params):,}"
-            star = " ★" if r.winner == "yes" else ""
-            lines.append(f"| {'' if pd.isna(r['rank']) else int(r['rank'])} | {r.method}{star} | {head} | "
-                         + " | ".join(num(r[m]) for m in shown)
-                         + f" | {count} | {moved} | {num(r.train_time_s, 1)} | {r.note} |")
-        lines.append("")
-    ranks = table.dropna(subset=["avg_rank"]).groupby("method").agg(avg_rank=("avg_rank", "first"),
-                                                                      tasks=("rank", "count"))
-    lines += ["## Average rank across tasks", "", "| method | average rank | tasks ranked |", "|:--|--:|--:|"]
-    for method, r in ranks.sort_values(["avg_rank"]).iterrows():
-        lines.append(f"| {method} | {r.avg_rank:.2f} | {int(r.tasks)} |")
+        lines += [f"## {task}", "", *task_table(rows, primary), ""]
     return "\n".join(lines) + "\n"
 
 
-def run(cfg: Config) -> None:
-    """Write ``results/leaderboard/<suite>.csv``, ``.md`` and the plots, each atomically."""
+def task_metrics(table: pd.DataFrame, primary: str) -> dict[str, dict[str, float]]:
+    """``{task: {method: mean primary}}``: the compact DVC metrics (one small file per task)."""
+    out: dict[str, dict[str, float]] = {}
+    for _, r in table[table.status == "success"].iterrows():
+        out.setdefault(r.task, {})[r.method] = round(float(r[primary]), DECIMALS)
+    return out
+
+
+def clean_leftovers(folder: Path) -> None:
+    """Remove temporary files and folders an interrupted build left behind."""
+    for path in folder.glob(".*") if folder.is_dir() else ():
+        if path.is_dir() and path.name.startswith(".tmp-"):
+            shutil.rmtree(path)
+        elif path.is_file() and path.name.endswith(".tmp"):
+            path.unlink()
+
+
+def publish(staging: Path, targets: dict[str, Path]) -> None:
+    """Move every staged file onto its target (each move atomic), then drop the staging folder."""
+    for name, target in targets.items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).replace(target)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def run(cfg: Config) -> str:
+    """Write the suite's leaderboard files together; exit 1 (after writing) when the grid is incomplete."""
+    from kind_bench.findings import findings_markdown
     from kind_bench.plots import convergence_plot, pareto_plot
 
-    runs = load_runs(Path(cfg.paths.results) / "runs" / cfg.suite.name)
-    table = aggregate(runs)
-    with atomic_path(leaderboard_path(cfg, ".csv")) as tmp:
-        format_table(table).to_csv(tmp, index=False)
-    with atomic_path(leaderboard_path(cfg, ".md")) as tmp:
-        tmp.write_text(markdown(table, cfg.suite.name))
-    pareto_plot(table, leaderboard_path(cfg, "_pareto.png"))
-    convergence_plot(table, leaderboard_path(cfg, "_convergence.png"))
-    print(f"leaderboard: {leaderboard_path(cfg)} ({len(table)} rows from {len(runs)} runs)")
+    runs = load_runs(published_results(cfg))
+    check_pooling(runs)
+    missing = missing_cells(runs, expected_grid(cfg))
+    table = aggregate(runs, missing)
+    primary = primary_metric(metric_columns(runs))
+    out = leaderboard_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(out)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out))
+    suite = cfg.suite.name
+    targets = {f"{suite}.csv": out / f"{suite}.csv", f"{suite}.md": out / f"{suite}.md",
+               f"{suite}_findings.md": out / f"{suite}_findings.md",
+               f"{suite}_pareto.png": out / f"{suite}_pareto.png",
+               f"{suite}_convergence.png": out / f"{suite}_convergence.png"}
+    try:
+        format_table(table).to_csv(staging / f"{suite}.csv", index=False)
+        (staging / f"{suite}.md").write_text(markdown(table, suite))
+        (staging / f"{suite}_findings.md").write_text(findings_markdown(cfg, runs, table))
+        pareto_plot(table, staging / f"{suite}_pareto.png")
+        convergence_plot(table, staging / f"{suite}_convergence.png")
+        metrics_dir = Path(cfg.paths.results) / "metrics" / suite
+        for task, values in (task_metrics(table, primary) if primary else {}).items():
+            (staging / f"metrics-{task}.json").write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+            targets[f"metrics-{task}.json"] = metrics_dir / f"{task}.json"
+        publish(staging, targets)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"leaderboard: {out / f'{suite}.csv'} (+ .md, _findings.md, plots) from {len(runs)} records")
+    if missing:
+        shown = ", ".join(f"{m}-{t}-{s}" for m, t, s in missing[:10])
+        print(f"leaderboard: incomplete grid: {len(missing)} cells missing ({shown}"
+              f"{', ...' if len(missing) > 10 else ''}); their rows are marked incomplete")
+        return "failed"
+    return "success"

@@ -24,7 +24,9 @@ class InheritBlocks(Method):
     train everything. Subclasses choose which blocks (and where they go in a descendant of any depth)."""
 
     ancestry = Vanilla
+    family = "learngene"
     Options = InheritBlocksOptions
+    trains_everything = True
 
     def pairs(self, ancestry_depth: int, target_depth: int, k: int) -> dict[int, int]:
         """``{descendant block: ancestry block}`` for the k inherited blocks."""

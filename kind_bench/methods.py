@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
+from itertools import pairwise
 from typing import Any, ClassVar
 
 from torch import nn
@@ -45,6 +46,20 @@ class Descendant:
 
     model: nn.Module
     transferred: int
+
+
+@dataclass
+class Phase:
+    """One part of a transfer: up to ``until`` (a fraction of the steps) exactly ``params`` train."""
+
+    until: float
+    params: list[nn.Parameter]
+
+
+def unique(params: list[nn.Parameter]) -> list[nn.Parameter]:
+    """``params`` without repeats (a tensor shared by two modules is one parameter), in first-seen order."""
+    seen: set[int] = set()
+    return [p for p in params if not (id(p) in seen or seen.add(id(p)))]
 
 
 class Ancestry:
@@ -86,9 +101,17 @@ class Method:
     paper: ClassVar[str] = ""
     ancestry: ClassVar[type[Ancestry] | None] = None
     Options: ClassVar[type] = NoOptions
+    #: every parameter trains, so the suite's final-layer option (``transfer.final_layer``) does not apply
+    trains_everything: ClassVar[bool] = False
+    #: what the generated findings compare it as: kind | peft | learngene | baseline (anything else: not compared)
+    family: ClassVar[str] = "other"
 
     def __init__(self, options: Any) -> None:
         self.options = options
+
+    def phases(self, model: nn.Module) -> list[Phase]:
+        """What trains when; by default :meth:`trainable_parameters` for the whole transfer."""
+        return [Phase(1.0, self.trainable_parameters(model))]
 
     def unsupported(self, target: Target, ancestry_depth: int) -> str | None:
         """Why this method cannot build ``target`` (recorded as n/a), or None if it can."""
@@ -103,6 +126,27 @@ class Method:
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         """The parameters that train at transfer."""
         raise NotImplementedError
+
+
+def training_phases(method: Method, model: nn.Module, final_layer: bool) -> list[Phase]:
+    """The method's phases with the suite's final-layer option applied and repeats removed.
+
+    One option (``transfer.final_layer``) decides for every parameter-efficient method, KIND included,
+    whether the final layer trains, so that no method wins or loses by its head alone; a method that
+    trains everything (``trains_everything``) is unaffected.
+    """
+    from kind_bench.models import final_layer_parameters
+
+    head = final_layer_parameters(model)
+    phases = []
+    for phase in method.phases(model):
+        params = unique(phase.params)
+        if not method.trains_everything:
+            params = unique(params + head) if final_layer else [p for p in params if all(p is not h for h in head)]
+        phases.append(Phase(phase.until, params))
+    if not phases or phases[-1].until != 1.0 or any(a.until >= b.until for a, b in pairwise(phases)):
+        raise ValueError(f"method {method.name}: phases must end at increasing fractions, the last at 1.0")
+    return phases
 
 
 @dataclass(frozen=True)
@@ -180,6 +224,20 @@ def make_method(cfg: Config) -> Method:
     return cls(validate_section(cfg.method, cls.Options, "method"))
 
 
+def distribution_of(name: str) -> dict[str, str | None]:
+    """Which installed distribution (and version) provides method ``name``: recorded in every result."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    entry = discover()[0].get(name)
+    if entry is None:
+        return {"distribution": None, "version": None}
+    try:
+        found = version(entry.distribution)
+    except PackageNotFoundError:
+        found = None
+    return {"distribution": entry.distribution, "version": found, "entry_point": entry.source}
+
+
 def make_ancestry(cfg: Config, name: str) -> Ancestry:
     """Instantiate an ancestry with the options in ``cfg.ancestry`` (which must be that ancestry's)."""
     cls = ancestry_class(name)
@@ -197,17 +255,35 @@ def _group_defaults(group: str, name: str, options: type) -> list[str]:
     return [f"~{group}", f"+{group}.name={name}", *fields]
 
 
-def compose_cell(overrides: list[str]) -> Config:
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def compose_ancestry(overrides: list[str], name: str) -> Config:
+    """Compose the config that pre-trains the ancestry ``name`` (its YAML file, else its options' defaults)."""
+    cls = ancestry_class(name)
+    rest = [o for o in overrides if _key(o) != "ancestry"]
+    return compose([*_group_defaults("ancestry", cls.name, cls.Options), *rest])
+
+
+def compose_cell(overrides: list[str], resolve_lr: bool = True) -> Config:
     """Compose the config of one (method, task, seed) cell: the ``method`` group set to the chosen
-    method and the ``ancestry`` group to the ancestry that method declares."""
-    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("method=")]
+    method, the ``ancestry`` group to the ancestry that method declares, and, under
+    ``tuning.lr_source=tuned``, ``transfer.lr`` to the rate the ``tune`` stage chose (unless given)."""
+    chosen = [o.split("=", 1)[1] for o in overrides if _key(o) == "method"]
     cls = method_class(chosen[-1] if chosen else str(compose([]).method.get("name")))
-    rest = [o for o in overrides if not o.startswith("method=")]
+    rest = [o for o in overrides if _key(o) != "method"]
     selected = _group_defaults("method", cls.name, cls.Options)
     if cls.ancestry is not None:
-        explicit = [o.split("=", 1)[1] for o in rest if o.lstrip("+").startswith("ancestry=")]
+        explicit = [o.split("=", 1)[1] for o in rest if _key(o) == "ancestry"]
         if explicit and explicit[-1] != cls.ancestry.name:
             raise UserError(f"method={cls.name} needs ancestry={cls.ancestry.name}, not {explicit[-1]}")
-        rest = [o for o in rest if not o.lstrip("+").startswith("ancestry=")]
+        rest = [o for o in rest if _key(o) != "ancestry"]
         selected += _group_defaults("ancestry", cls.ancestry.name, cls.ancestry.Options)
-    return compose([*selected, *rest])
+    cfg = compose([*selected, *rest])
+    if resolve_lr and cfg.tuning.lr_source == "tuned" and not any(_key(o) == "transfer.lr" for o in rest):
+        from kind_bench.tuning import chosen_lr
+
+        cfg.transfer.lr = chosen_lr(cfg, cls.name)
+    make_method(cfg)  # validates the method's options now, before any work
+    return cfg

@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from kind_bench.io import atomic_path  # noqa: E402
-from kind_bench.leaderboard import REFERENCE_ROW  # noqa: E402
-from kind_bench.metrics import DIRECTION  # noqa: E402
+from kind_bench.metrics import DIRECTION, PRIMARY  # noqa: E402
+from kind_bench.results import REFERENCE_ROW  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
@@ -31,13 +31,23 @@ def _panels(n: int):
     return fig, list(axes.flat[:n])
 
 
-def _primary(table: pd.DataFrame) -> str:
-    return next(m for m in ("fd_digits", "fid") if m in table.columns)
+def _primary(table: pd.DataFrame) -> str | None:
+    return next((m for m in PRIMARY.values() if m in table.columns), None)
+
+
+def _nothing(path: Path) -> None:
+    """A placeholder figure when no run succeeded (every output of the leaderboard still exists)."""
+    fig, ax = plt.subplots(figsize=(4, 1))
+    ax.axis("off")
+    ax.text(0.5, 0.5, "no successful runs", ha="center", va="center")
+    _save(fig, path)
 
 
 def pareto_plot(table: pd.DataFrame, path: Path) -> None:
     """Quality against trainable parameters, one panel per task, with the Pareto front drawn."""
     metric = _primary(table)
+    if metric is None:
+        return _nothing(path)
     lower = DIRECTION[metric] == "lower"
     tasks = list(table.task.unique())
     fig, axes = _panels(len(tasks))
@@ -71,6 +81,8 @@ def pareto_plot(table: pd.DataFrame, path: Path) -> None:
 def convergence_plot(table: pd.DataFrame, path: Path) -> None:
     """Quality at 1/4, 1/2 and all of the transfer steps, one panel per task, one line per method."""
     metric = _primary(table)
+    if metric is None:
+        return _nothing(path)
     budgets = sorted((c for c in table.columns if c.startswith(f"{metric}@")), key=lambda c: int(c[:-1].split("@")[1]))
     points = [(int(c[:-1].split("@")[1]), c) for c in budgets] + [(100, metric)]
     tasks = list(table.task.unique())
@@ -117,4 +129,47 @@ def stability_plot(table: pd.DataFrame, used: int, path: Path) -> None:
     ax.set_xlabel("samples")
     ax.set_ylabel("Frechet distance, real vs real (0 is ideal)")
     ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def tuning_plot(rows: pd.DataFrame, path: Path) -> None:
+    """Validation score against learning rate, one panel per method, one line per task; the choice circled."""
+    methods = sorted(rows.method.unique())
+    fig, axes = _panels(len(methods))
+    for ax, method in zip(axes, methods, strict=True):
+        mine = rows[rows.method == method]
+        for task, group in mine.groupby("task"):
+            curve = group.groupby("lr").score.mean()
+            ax.plot(curve.index, curve.values, marker="o", label=task)
+        chosen = mine[mine.chosen].lr.unique()
+        for lr in chosen:
+            ax.axvline(lr, color="grey", linestyle=":", linewidth=1)
+        edge = " (at edge)" if (mine.at_edge != "").any() else ""
+        ax.set_title(f"{method}: lr {chosen[0]:.3g}{edge}" if len(chosen) else method, fontsize=9)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("validation score (lower is better)")
+        ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def budget_plot(rows: pd.DataFrame, steps: int, path: Path) -> None:
+    """Validation score against transfer steps for the budget methods: each rate, and the best envelope."""
+    methods = sorted(rows.method.unique())
+    fig, axes = _panels(len(methods))
+    for ax, method in zip(axes, methods, strict=True):
+        mine = rows[rows.method == method]
+        for lr, group in mine.groupby("lr"):
+            curve = group.groupby("steps").score.mean()
+            ax.plot(curve.index, curve.values, marker=".", linewidth=1, alpha=0.6, label=f"lr {lr:.3g}")
+        envelope = mine.groupby(["steps", "lr"]).score.mean().groupby("steps").min()
+        ax.plot(envelope.index, envelope.values, "k-o", linewidth=2, label="best rate")
+        ax.axvline(steps, color="grey", linestyle=":", label=f"transfer.steps = {steps}")
+        ax.set_title(method)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("transfer steps")
+        ax.set_ylabel("validation score (lower is better)")
+        ax.legend(fontsize=7)
     _save(fig, path)

@@ -14,6 +14,8 @@ import torch
 from kind_bench.device import device_name
 
 STATUSES = ("success", "failed", "n/a")
+#: the method name of the noise-floor rows (held-out real images, written by the floor stage)
+REFERENCE_ROW = "real_data"
 TRACKED_PACKAGES = ("kind-bench", "torch", "diffusers", "timm", "torch-fidelity", "peft", "dvc", "hydra-core")
 CODE_PATHS = ("kind_bench", "baselines", "benchmarks", "pyproject.toml")
 
@@ -27,8 +29,23 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(device: torch.device) -> dict[str, Any]:
-    """Git commit, whether the code differs from it, package versions, hardware and time."""
+    """Git commit, whether the code differs from it, package versions, hardware and time.
+
+    Same machine and thread count give bit-identical numbers; another CPU model or vector capability
+    (``cpu_capability``: the SIMD kernels torch dispatches to) or a GPU agrees only within the intervals.
+    """
     versions = {}
     for package in TRACKED_PACKAGES:
         try:
@@ -44,6 +61,9 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "device": device.type,
         "device_name": device_name(device),
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": platform.machine(),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -1,21 +1,29 @@
-"""The one training loop, shared by ancestry pre-training and every method's transfer."""
+"""The one training loop, shared by ancestry pre-training and every method's transfer, in both tracks."""
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from kind_bench.checkpoint import LoopState, load_checkpoint, save_checkpoint
-from kind_bench.config import DiffusionConfig, TrainConfig
-from kind_bench.diffusion import diffusion_loss, noise_scheduler
+from kind_bench.config import TrainConfig
+from kind_bench.methods import Phase, unique
 from kind_bench.metrics.cost import count_flops, task_bytes
-from kind_bench.models import null_label
+
+
+class Objective(Protocol):
+    """A track's training loss: the diffusion loss (generation) or cross-entropy (classification)."""
+
+    def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor: ...
 
 
 class DivergenceError(RuntimeError):
@@ -77,13 +85,23 @@ def step_profile(loss_fn: Callable[[], torch.Tensor], params: list[nn.Parameter]
     return saved / 2**20, flops
 
 
+def phase_at(phases: list[Phase], step: int, steps: int) -> int:
+    """Index of the phase that step ``step`` (1-based) of ``steps`` belongs to."""
+    return next(i for i, phase in enumerate(phases) if step <= round(phase.until * steps))
+
+
+def show_progress(quiet: bool) -> bool:
+    """Progress bars only on a terminal: a log file gets one line per finished cell instead."""
+    return not quiet and sys.stderr.isatty()
+
+
 def train(
     model: nn.Module,
-    params: list[nn.Parameter],
+    phases: list[Phase],
     images: torch.Tensor,
     labels: torch.Tensor,
     cfg: TrainConfig,
-    diffusion: DiffusionConfig,
+    objective: Objective,
     seed: int,
     on_snapshot: Callable[[int, nn.Module], None] | None = None,
     desc: str = "train",
@@ -91,13 +109,14 @@ def train(
     checkpoint: Path | None = None,
     fingerprint: str = "",
 ) -> TrainResult:
-    """Train ``params`` of ``model`` on (images, labels) with the diffusion loss.
+    """Train ``model`` on (images, labels) with ``objective``; each phase's parameters train in its turn.
 
     ``images`` are already in model space and on the model's device. Batches are drawn with
     replacement from a generator seeded with ``seed``, so a run is a pure function of its config.
     With ``checkpoint`` set and ``cfg.checkpoint_every`` > 0 the whole state is written there every that
     many steps, a run finding a checkpoint of the same ``fingerprint`` resumes from it, and the file is
-    removed once training ends.
+    removed once training ends. The loss is read back from the device only at logging points (every
+    ``steps // 50``), where a NaN or infinite running loss stops the run.
     Peak memory is CUDA's allocator peak on a GPU; on CPU it is weights + gradients + optimizer state
     plus the activations saved by one step (measured, not estimated). FLOPs per step come from torch's
     flop counter on one extra forward + backward after training.
@@ -105,45 +124,52 @@ def train(
     from tqdm.auto import tqdm
 
     device = images.device
-    set_trainable(model, params)
+    params = unique([p for phase in phases for p in phase.params])
     model.train()
-    scheduler = noise_scheduler(diffusion)
-    null = null_label(model)
     generator = torch.Generator(device=device).manual_seed(seed)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     )
     snapshots = {entry["step"] for entry in snapshot_schedule(cfg)}
+    log_every = max(1, cfg.steps // 50)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
     def batch_loss() -> torch.Tensor:
         index = torch.randint(0, len(labels), (cfg.batch_size,), generator=generator, device=device)
-        return diffusion_loss(model, images[index], labels[index], scheduler, null, diffusion.label_dropout, generator)
+        return objective(model, images[index], labels[index], generator)
 
     loop = LoopState()
     if checkpoint is not None:
         loop = load_checkpoint(checkpoint, model, optimizer, lr_schedule, generator, fingerprint) or loop
         if loop.step and not quiet:
             print(f"{desc}: resuming from step {loop.step} ({checkpoint})")
-    curve, recent = [tuple(point) for point in loop.curve], loop.recent
+    curve, recent = [tuple(point) for point in loop.curve], list(loop.recent)
+    pending: list[torch.Tensor] = []
     start = time.perf_counter() - loop.elapsed_s
-    bar = tqdm(range(loop.step + 1, cfg.steps + 1), desc=desc, disable=quiet, leave=False, unit="step",
-               initial=loop.step, total=cfg.steps)
+    active = -1
+    bar = tqdm(range(loop.step + 1, cfg.steps + 1), desc=desc, disable=not show_progress(quiet), leave=False,
+               unit="step", initial=loop.step, total=cfg.steps)
     for step in bar:
+        if (phase := phase_at(phases, step, cfg.steps)) != active:
+            active = phase
+            set_trainable(model, phases[phase].params)
         loss = batch_loss()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise DivergenceError(f"loss became {value} at step {step}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(phases[active].params, cfg.grad_clip)
         optimizer.step()
         lr_schedule.step()
-        recent = (recent + [value])[-20:]
-        if step % max(1, cfg.steps // 50) == 0 or step == cfg.steps:
+        pending.append(loss.detach())
+        if step % log_every == 0 or step == cfg.steps:
+            values = torch.stack(pending).tolist()
+            pending.clear()
+            if not all(math.isfinite(v) for v in values):
+                raise DivergenceError(f"loss became {next(v for v in values if not math.isfinite(v))} "
+                                      f"by step {step}")
+            recent = (recent + values)[-20:]
             curve.append((step, sum(recent) / len(recent)))
             bar.set_postfix(loss=f"{curve[-1][1]:.4f}")
         if step in snapshots and on_snapshot is not None:
@@ -157,7 +183,7 @@ def train(
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
-    activations, flops = step_profile(batch_loss, params)
+    activations, flops = step_profile(batch_loss, phases[-1].params)
     if device.type != "cuda":
         peak = state_memory_mb(params, optimizer, model) + activations
     model.eval()

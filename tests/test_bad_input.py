@@ -1,24 +1,35 @@
 """Bad input, table-driven: one line naming the key (and the choices), exit status 2, nothing written.
 
-Every case runs in a workspace that already holds prepared data, an evaluator and, where the case needs
-them, pre-trained ancestries; ``results/`` must be byte-for-byte the same afterwards.
+Every case runs in a workspace that already holds prepared data, an evaluator and the micro KIND and
+vanilla ancestries; ``results/`` must be byte-for-byte the same afterwards. Cases that would train are
+caught at start-up, before any training.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from kind_bench.cli import main
-from kind_bench.methods import discover
+from kind_bench.methods import compose_cell, discover
+from kind_bench.paths import ancestry_weights
 
 from micro import micro
 
 
 def tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def kind_weights() -> Path:
+    return ancestry_weights(compose_cell(micro("method=kind")), "kind")
 
 
 def corrupt(path: Path) -> None:
@@ -32,6 +43,19 @@ def flip_a_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def strip_checksum_and_fill(path: Path) -> None:
+    """Weights rewritten by someone else: every value 0.5 and no checksum in the header."""
+    save_file({k: torch.full_like(v, 0.5) for k, v in load_file(str(path)).items()}, str(path))
+
+
+def tamper_header(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    size = int.from_bytes(data[:8], "little")
+    header = data[8 : 8 + size].decode()
+    data[8 : 8 + size] = header.replace('"F32"', '"F64"', 1).encode()
+    path.write_bytes(bytes(data))
+
+
 def broken_plugin(root: Path, monkeypatch) -> None:
     info = root / "site" / "broken_plugin-0.1.dist-info"
     info.mkdir(parents=True)
@@ -42,8 +66,26 @@ def broken_plugin(root: Path, monkeypatch) -> None:
     discover.cache_clear()
 
 
-KIND_WEIGHTS = "artifacts/digits/ancestry/kind.safetensors"
+def remove_evaluator(root: Path, monkeypatch) -> None:
+    (root / "artifacts/evaluator").unlink()
+
+
+def corrupt_evaluator(root: Path, monkeypatch) -> None:
+    target = root / "artifacts/evaluator"
+    real = target.resolve()
+    target.unlink()
+    target.mkdir()
+    data = (real / "digits_cnn.safetensors").read_bytes()
+    (target / "digits_cnn.safetensors").write_bytes(data[: len(data) // 3])
+
+
+def results_is_a_file(root: Path, monkeypatch) -> None:
+    (root / "blocked").write_text("not a folder")
+
+
 Setup = Callable[[Path, object], None]
+KIND = micro("method=kind")
+FULL = micro("method=full_finetune", ancestry=False)
 CASES: list[tuple[str, list[str], str, Setup | None]] = [
     ("unknown method", ["transfer", "method=nope"], "method='nope' is not one of: auto_lg, difffit", None),
     ("unknown task", ["transfer", "task=nope"], "task='nope' is not one of: fewshot, novel, shift, shift2, small",
@@ -51,22 +93,47 @@ CASES: list[tuple[str, list[str], str, Setup | None]] = [
     ("unknown model", ["pretrain", "model=dit_xxl"], "model='dit_xxl' is not one of: dit_b2, dit_l2, dit_micro",
      None),
     ("negative steps", ["transfer", "transfer.steps=-5"], "transfer.steps=-5 must be a positive integer", None),
+    ("negative warm-up", ["transfer", *FULL, "transfer.warmup_steps=-5"], "transfer.warmup_steps=-5 must be >= 0",
+     None),
+    ("infinite learning rate", ["run", *FULL, "transfer.lr=inf"], "transfer.lr=inf must be a finite number > 0",
+     None),
+    ("infinite guidance", ["run", *FULL, "sample.guidance_scale=inf"],
+     "sample.guidance_scale=inf must be a finite number >= 1", None),
+    ("heads that do not divide the width", ["run", *FULL, "model.num_heads=3"],
+     "model.hidden_size=16 is not divisible by model.num_heads=3", None),
+    ("empty sampling batch", ["run", *FULL, "sample.batch_size=0"], "sample.batch_size=0 must be positive", None),
+    ("one diffusion timestep", ["run", *FULL, "diffusion.num_train_timesteps=1"],
+     "diffusion.num_train_timesteps=1 must be >= 2", None),
+    ("image size the source does not have", ["run", *FULL, "data.image_size=16"],
+     "data.image_size=16, data.channels=1: the digits source is 8x8", None),
+    ("repeated target classes", ["run", *FULL, "task.target_classes=[5,5,6,7,8]"],
+     "task.target_classes=[5, 5, 6, 7, 8] lists [5] more than once", None),
     ("string for a number", ["pretrain", "pretrain.lr=fast"], "config key pretrain.lr: Value 'fast'", None),
     ("missing ImageFolder", ["data", "data=imagefolder", "data.root=/no/such/dir"],
      "data.root=/no/such/dir: no such directory", None),
+    ("unquoted path with a space", ["data", "data=imagefolder", "data.root=/tmp/my", "images"],
+     "argument 'images' is not key=value (quote a value with spaces", None),
+    ("a name that leaves the workspace", ["run", *FULL, "task.name=../../../../x"],
+     "task.name='../../../../x' is not a safe name", None),
     ("empty class list", ["transfer", "task.target_classes=[]"], "task.target_classes is empty", None),
     ("tailors beyond the rank", ["pretrain", "ancestry=kind", "ancestry.n_tailors=64"],
      "ancestry.n_tailors=64 must be in [1, 32)", None),
-    ("truncated checkpoint", ["transfer", "method=kind", "quiet=true"],
-     f"ancestry checkpoint (kind) {KIND_WEIGHTS} is truncated or corrupted",
-     lambda root, mp: corrupt(root / KIND_WEIGHTS)),
-    ("altered checkpoint bytes", ["transfer", "method=kind", "quiet=true"], "checksum mismatch",
-     lambda root, mp: flip_a_byte(root / KIND_WEIGHTS)),
-    ("missing evaluator", ["floor", "quiet=true"],
-     "evaluator weights artifacts/evaluator/digits_cnn.safetensors not found",
-     lambda root, mp: (root / "artifacts/evaluator").unlink()),
+    ("a method option its own check rejects", ["run", *micro("method=fine", ancestry=False),
+                                               "method.sigma_fraction=2"],
+     "method.fine: sigma_fraction=2.0 must be in (0, 1]", None),
+    ("truncated checkpoint", ["transfer", *KIND], "is truncated or corrupted", lambda r, mp: corrupt(kind_weights())),
+    ("altered checkpoint bytes", ["transfer", *KIND], "checksum mismatch", lambda r, mp: flip_a_byte(kind_weights())),
+    ("weights without a checksum", ["transfer", *KIND], "no checksum in its header",
+     lambda r, mp: strip_checksum_and_fill(kind_weights())),
+    ("tampered header", ["transfer", *KIND], "is truncated or corrupted", lambda r, mp: tamper_header(kind_weights())),
+    ("missing evaluator before floor", ["floor", "quiet=true"],
+     "evaluator weights artifacts/evaluator/digits_cnn.safetensors not found", remove_evaluator),
+    ("missing evaluator before training", ["run", *FULL],
+     "evaluator weights artifacts/evaluator/digits_cnn.safetensors not found", remove_evaluator),
     ("corrupted evaluator", ["floor", "quiet=true"], "evaluator weights artifacts/evaluator/digits_cnn.safetensors",
-     lambda root, mp: corrupt_evaluator(root)),
+     corrupt_evaluator),
+    ("results that cannot be written", ["run", *FULL, "paths.results=blocked/results"],
+     "blocked/results is not writable", results_is_a_file),
     ("plugin that raises at import", ["transfer", "method=broken"],
      "method='broken' failed to import: RuntimeError: this plugin is broken", broken_plugin),
     ("unknown sweep key", ["transfer", "model=dit_tiny,dit_s2"], "only task, seed may list several values", None),
@@ -76,35 +143,24 @@ CASES: list[tuple[str, list[str], str, Setup | None]] = [
 ]
 
 
-def corrupt_evaluator(root: Path) -> None:
-    target = root / "artifacts/evaluator"
-    real = target.resolve()
-    target.unlink()
-    target.mkdir()
-    data = (real / "digits_cnn.safetensors").read_bytes()
-    (target / "digits_cnn.safetensors").write_bytes(data[: len(data) // 3])
-
-
 @pytest.fixture(scope="module")
 def ancestries(workspace) -> Path:
-    """A kind ancestry next to the session's data and evaluator."""
-    import os
-
+    """Micro KIND and vanilla ancestries next to the session's data and evaluator."""
     cwd = os.getcwd()
     os.chdir(workspace)
     try:
-        assert main(["pretrain", "ancestry=kind", *micro(), "model.hidden_size=32", "model.num_heads=2"]) == 0
+        assert main(["pretrain", "ancestry=kind", *micro()]) == 0
+        assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
     finally:
         os.chdir(cwd)
-    return workspace / KIND_WEIGHTS
+    return workspace / "artifacts/digits"
 
 
 @pytest.mark.parametrize(("argv", "message", "setup"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(argv, message, setup, ancestries, in_workspace,
                                                           monkeypatch, capsys):
     root = in_workspace
-    (root / KIND_WEIGHTS).parent.mkdir(parents=True, exist_ok=True)
-    (root / KIND_WEIGHTS).write_bytes(ancestries.read_bytes())
+    shutil.copytree(ancestries, root / "artifacts/digits")
     (root / "results").mkdir()
     (root / "results" / "keep.json").write_text("{}")
     if setup is not None:
@@ -119,3 +175,19 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(argv, message, setup, 
     assert err.count("\n") == 1 and err.startswith("kind-bench: error: "), err
     assert message in err, err
     assert tree(root / "results") == before
+    assert not (root / "artifacts/digits/runs").exists()  # nothing trained
+
+
+def test_a_second_run_of_a_busy_cell_is_refused_with_the_holder(ancestries, in_workspace, capsys):
+    from kind_bench.lock import exclusive
+    from kind_bench.paths import cell_of, lock_path
+
+    shutil.copytree(ancestries, in_workspace / "artifacts/digits")
+    cfg = compose_cell(FULL)
+    lock = lock_path(cfg, cell_of(cfg))
+    with exclusive(lock, "test"):
+        assert main(["run", *FULL]) == 2
+    err = capsys.readouterr().err
+    assert f"cell full_finetune-novel-0 is being run by process {os.getpid()}" in err and err.count("\n") == 1
+    assert not lock.exists()
+    assert json.loads(json.dumps(main(["run", *FULL]))) == 0  # free again

@@ -44,11 +44,13 @@ def explodes(tmp_path, monkeypatch):
     discover.cache_clear()
 
 
-def test_a_failing_method_is_recorded_and_every_other_cell_completes(explodes, in_workspace):
+def test_a_failing_method_is_recorded_every_other_cell_completes_and_the_call_exits_1(explodes, in_workspace,
+                                                                                     capsys):
     sweep = ["task=novel,fewshot", "seed=0,1"]
-    for method in ("explodes", "scratch"):
-        assert main(["transfer", *micro(f"method={method}", ancestry=False), *sweep]) == 0
-        assert main(["evaluate", *micro(f"method={method}", ancestry=False), *sweep]) == 0
+    assert main(["run", *micro("method=explodes", ancestry=False), *sweep]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "run: 4 of 4 cells failed" in err and "explodes-fewshot-1" in err
+    assert main(["run", *micro("method=scratch", ancestry=False), *sweep]) == 0
     assert main(["leaderboard", "quiet=true"]) == 0
     table = pd.read_csv(in_workspace / "results/leaderboard/digits.csv", keep_default_na=False, na_values=[""])
     table = table.set_index(["task", "method"])
@@ -60,8 +62,7 @@ def test_a_failing_method_is_recorded_and_every_other_cell_completes(explodes, i
 
 
 def test_an_interrupted_leaderboard_build_leaves_the_previous_csv_intact(in_workspace, monkeypatch):
-    assert main(["transfer", *micro("method=scratch", ancestry=False)]) == 0
-    assert main(["evaluate", *micro("method=scratch", ancestry=False)]) == 0
+    assert main(["run", *micro("method=scratch", ancestry=False)]) == 0
     assert main(["leaderboard", "quiet=true"]) == 0
     csv = in_workspace / "results/leaderboard/digits.csv"
     before = csv.read_bytes()
@@ -72,7 +73,6 @@ def test_an_interrupted_leaderboard_build_leaves_the_previous_csv_intact(in_work
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", half_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        main(["leaderboard", "quiet=true"])
+    assert main(["leaderboard", "quiet=true"]) == 130  # interrupted: 128 + SIGINT
     assert csv.read_bytes() == before
     assert not [p for p in csv.parent.iterdir() if p.name.startswith(".")]

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from kind_bench.config import compose, group_choices
-from kind_bench.methods import discover, method_class
-from kind_bench.paths import ancestry_weights
+from kind_bench.methods import compose_ancestry, discover, method_class
+from kind_bench.paths import ancestry_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -22,9 +22,16 @@ def test_params_methods_map_to_each_methods_declared_ancestry():
         if ancestry is None:
             assert dependency == f"artifacts/data/{cfg.data.name}.safetensors"
         else:
-            assert dependency == str(ancestry_weights(cfg, ancestry.name))
+            assert dependency == str(ancestry_dir(compose_ancestry([f"suite={PARAMS['suite']}"], ancestry.name),
+                                                  ancestry.name))
             assert ancestry.name in PARAMS["ancestries"]
-    assert set(PARAMS["methods"]) == {n for n, entry in discover()[0].items() if entry.builtin}
+
+
+def test_the_grid_holds_every_builtin_and_only_installed_methods():
+    registry = discover()[0]
+    assert {n for n, entry in registry.items() if entry.builtin} <= set(PARAMS["methods"])
+    not_installed = set(PARAMS["methods"]) - set(registry)
+    assert not not_installed, f"params.yaml lists methods that are not installed: {sorted(not_installed)}"
 
 
 def test_every_builtin_method_has_a_config_file_of_the_same_name():
@@ -43,7 +50,7 @@ def test_every_config_file_composes_and_validates(group):
 
 def test_builtin_methods_come_through_the_entry_point_group():
     registry, _ = discover()
-    builtin = {"kind", "scratch", "full_finetune", "lora", "pissa", "dora", "svdiff", "difffit", "heur_lg", "auto_lg",
-               "tleg", "fine"}
+    builtin = {"kind", "scratch", "full_finetune", "head_only", "lora", "pissa", "dora", "svdiff", "difffit",
+               "heur_lg", "auto_lg", "tleg", "fine"}
     assert builtin <= set(registry)
     assert all(registry[name].builtin for name in builtin)

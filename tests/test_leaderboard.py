@@ -1,64 +1,136 @@
-"""Leaderboard statistics: mean/std/bootstrap CI, ranks, CI-separated winners, reference rows, format."""
+"""The leaderboard refuses what it cannot trust: stray files, bad metrics, mixed configs, missing cells."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
-import numpy as np
 import pandas as pd
+import pytest
 
-from kind_bench.leaderboard import aggregate, bootstrap_ci, format_table, markdown
+from kind_bench.cli import main
+from kind_bench.config import compose
+from kind_bench.leaderboard import aggregate, format_table, load_runs, markdown, run
 
-
-def runs(rows: list[tuple[str, str, int, str, float]]) -> pd.DataFrame:
-    return pd.DataFrame([
-        {"task": t, "method": m, "seed": s, "status": st, "error": "" if st == "success" else "boom",
-         "fd_digits": fd, "class_accuracy": 0.5, "fd_digits@25%": fd * 2, "trainable_params": 10, "steps": 100}
-        for t, m, s, st, fd in rows
-    ])
+METRICS = {"fd_digits": 1.0, "kid_digits": 0.1, "is_digits": 5.0, "is_gap_digits": 0.1, "precision_digits": 0.5,
+           "recall_digits": 0.5, "class_accuracy": 0.9}
 
 
-def test_bootstrap_interval_contains_the_mean_and_needs_two_values():
-    lo, hi = bootstrap_ci(np.array([1.0, 2.0, 3.0]))
-    assert lo <= 2.0 <= hi and lo >= 1.0 and hi <= 3.0
-    assert all(math.isnan(v) for v in bootstrap_ci(np.array([1.0])))
+def write(root: Path, method: str, task: str, seed: int, fd: float, status: str = "success", digest: str = "same",
+          name: str | None = None, drop: str | None = None) -> Path:
+    record = {"run_info": {"method": method, "task": task, "seed": seed, "status": status, "error": None,
+                           "config_digest": digest, "config": {"task": {"depth_ratio": 1.0, "domain": "identity"},
+                                                              "transfer": {"lr": 0.01}}},
+              "train_info": {"trainable_params": 10, "steps": 100},
+              "metrics": {**METRICS, "fd_digits": fd} if status == "success" else {}, "metrics_by_budget": {}}
+    if drop:
+        block, key = drop.split(".")
+        del record[block][key]
+    path = root / "results/runs/digits" / method / (name or f"{method}-{task}-{seed}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, allow_nan=True))
+    return path
 
 
-def test_ranks_follow_the_declared_direction_and_skip_reference_and_failures():
-    table = aggregate(runs([
-        ("novel", "a", s, "success", 1.0 + 0.01 * s) for s in range(3)
-    ] + [("novel", "b", s, "success", 5.0 + 0.01 * s) for s in range(3)]
-      + [("novel", "real_data", s, "success", 0.1) for s in range(3)]
-      + [("novel", "c", 0, "failed", float("nan"))]))
-    by = table.set_index("method")
-    assert by.loc["a", "rank"] == 1 and by.loc["b", "rank"] == 2  # lower fd_digits is better
-    assert math.isnan(by.loc["real_data", "rank"]) and math.isnan(by.loc["c", "rank"])
-    assert by.loc["c", "status"] == "failed" and by.loc["c", "note"] == "boom"
-    assert by.loc["a", "winner"] == "yes"  # CIs [1.00, 1.02] and [5.00, 5.02] are apart
-    assert list(table.method) == ["real_data", "a", "b", "c"]  # reference first, then by rank
-    assert by.loc["a", "fd_digits@25%"] == 2 * by.loc["a", "fd_digits"]
+def grid(root: Path, methods: list[str], seeds: int = 3) -> None:
+    (root / "params.yaml").write_text(f"suite: digits\nmethods: {{{', '.join(f'{m}: x' for m in methods)}}}\n"
+                                      f"tasks: novel\nseeds: \"{','.join(map(str, range(seeds)))}\"\n")
 
 
-def test_no_winner_when_intervals_overlap_or_with_one_seed():
-    overlapping = aggregate(runs([("t", "a", s, "success", v) for s, v in enumerate([1.0, 3.0, 2.0])]
-                                 + [("t", "b", s, "success", v) for s, v in enumerate([1.5, 3.5, 2.5])]))
-    assert (overlapping.winner == "").all()
-    single = aggregate(runs([("t", "a", 0, "success", 1.0), ("t", "b", 0, "success", 9.0)]))
-    assert (single.winner == "").all() and single.fd_digits_std.isna().all()
+@pytest.fixture
+def board(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for seed in range(3):
+        write(tmp_path, "a", "novel", seed, 1.0 + 0.1 * seed)
+        write(tmp_path, "b", "novel", seed, 2.0 + 0.1 * seed)
+    grid(tmp_path, ["a", "b"])
+    return tmp_path
 
 
-def test_average_rank_is_over_the_tasks_a_method_ran():
-    table = aggregate(runs([("t1", "a", 0, "success", 1.0), ("t1", "b", 0, "success", 2.0),
-                            ("t2", "a", 0, "success", 3.0), ("t2", "b", 0, "success", 2.0),
-                            ("t3", "a", 0, "success", 1.0), ("t3", "b", 0, "n/a", float("nan"))]))
-    avg = table.dropna(subset=["avg_rank"]).groupby("method").avg_rank.first()
-    assert avg["a"] == (1 + 2 + 1) / 3 and avg["b"] == (2 + 1) / 2
-    assert table.set_index(["task", "method"]).loc[("t3", "b"), "status"] == "n/a"
+def table(root: Path) -> pd.DataFrame:
+    return pd.read_csv(root / "results/leaderboard/digits.csv", keep_default_na=False, na_values=[""]).set_index(
+        "method")
 
 
-def test_formatting_is_fixed_precision_and_markdown_marks_the_winner():
-    table = aggregate(runs([("novel", "a", s, "success", 1.0 + 0.01 * s) for s in range(3)]
-                           + [("novel", "b", s, "success", 5.0 + 0.01 * s) for s in range(3)]))
-    text = format_table(table)
-    assert text.loc[0, "fd_digits"] == "1.0100" and text.loc[0, "trainable_params"] == "10"
-    assert "| 1 | a ★ |" in markdown(table, "digits")
+def test_only_files_named_for_their_cell_are_read(board):
+    write(board, "a", "novel", 0, 100.0, name="a-novel-0 (copy).json")
+    write(board, "a", "novel", 3, 100.0, name="notes.json")
+    assert main(["leaderboard"]) == 0
+    assert table(board).loc["a", "n_seeds"] == 3 and table(board).loc["a", "fd_digits"] == pytest.approx(1.1)
+
+
+def test_a_file_that_claims_another_cell_is_refused(board, capsys):
+    write(board, "a", "novel", 1, 1.0, name="a-novel-2.json")
+    assert main(["leaderboard"]) == 2
+    assert "records cell a-novel-1, not the one its name says" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("-inf")])
+def test_a_non_finite_metric_fails_the_cell_instead_of_winning_or_vanishing(board, bad):
+    write(board, "b", "novel", 0, bad)
+    assert main(["leaderboard"]) == 0
+    rows = table(board)
+    assert rows.loc["b", "status"] == "failed" and "fd_digits missing or not finite" in rows.loc["b", "note"]
+    assert rows.loc["a", "rank"] == 1 and math.isnan(rows.loc["b", "rank"])
+
+
+def test_a_record_missing_its_blocks_is_one_line(board, capsys):
+    write(board, "b", "novel", 1, 2.0, drop="run_info.seed")
+    assert main(["leaderboard"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lacks run_info.seed" in err
+
+
+def test_seeds_with_different_configs_are_never_pooled(board, capsys):
+    write(board, "a", "novel", 2, 0.5, digest="other")
+    assert main(["leaderboard"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a on novel: seeds were run with different configs" in err
+
+
+def test_missing_cells_are_listed_and_their_rows_marked_incomplete(board, capsys):
+    grid(board, ["a", "b", "c"], seeds=5)
+    assert main(["leaderboard"]) == 1
+    out = capsys.readouterr().out
+    assert "incomplete grid: 9 cells missing" in out and "c-novel-0" in out
+    rows = table(board)
+    assert rows.loc["a", "status"] == "incomplete" and "missing seeds 3, 4" in rows.loc["a", "note"]
+    assert rows.loc["c", "status"] == "incomplete" and math.isnan(rows.loc["a", "rank"])
+
+
+def test_every_cell_failed_still_builds_a_table(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for seed in range(2):
+        write(tmp_path, "a", "novel", seed, 0, status="failed")
+    assert main(["leaderboard"]) == 0
+    assert table(tmp_path).loc["a", "status"] == "failed"
+
+
+def test_tables_findings_and_plots_are_replaced_together_and_leftovers_cleaned(board, monkeypatch):
+    assert main(["leaderboard"]) == 0
+    out = board / "results/leaderboard"
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert {"digits.csv", "digits.md", "digits_findings.md", "digits_pareto.png"} <= set(before)
+    (out / ".tmp-stale").mkdir()
+    (out / ".digits.csv.x.tmp").write_text("half")
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    write(board, "a", "novel", 0, 0.1)
+    with monkeypatch.context() as patch:
+        patch.setattr("kind_bench.plots.convergence_plot", die)  # after the CSV and Markdown are staged
+        with pytest.raises(KeyboardInterrupt):
+            run(compose([]))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert main(["leaderboard"]) == 0
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_formatting_is_fixed_precision_and_markdown_names_the_interval(board):
+    frame = aggregate(load_runs(board / "results/runs/digits"))
+    text = format_table(frame)
+    assert text.set_index("method").loc["a", "fd_digits"] == "1.1000"
+    assert text.set_index("method").loc["a", "ci_method"] == "t"
+    assert "95% CI of the mean" in markdown(frame, "digits")

@@ -10,7 +10,7 @@ import torch
 from kind_bench.config import compose
 from kind_bench.data import load_prepared, target_set
 from kind_bench.metrics import DIRECTION
-from kind_bench.metrics.fidelity import class_accuracy, quality_metrics, to_uint8
+from kind_bench.metrics.fidelity import Scorer, class_accuracy, quality_metrics, to_uint8
 from kind_bench.paths import evaluator_weights
 
 
@@ -20,7 +20,8 @@ def real(workspace):
     os.chdir(workspace)
     try:
         cfg = compose([])
-        train, test, _ = load_prepared(cfg)
+        prepared = load_prepared(cfg)
+        train, test = prepared.train, prepared.test
         weights = evaluator_weights(cfg).resolve()
     finally:
         os.chdir(cwd)
@@ -31,7 +32,8 @@ def test_real_test_images_against_real_train_images_score_near_zero(real):
     cfg, train, test, weights = real
     subset = train.images[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:250]]
     scores = quality_metrics(subset, test.images, cfg.eval, weights, torch.device("cpu"))
-    assert set(scores) == {"fd_digits", "is_digits", "kid_digits", "precision_digits", "recall_digits"}
+    assert set(scores) == {"fd_digits", "is_digits", "is_gap_digits", "kid_digits", "precision_digits",
+                           "recall_digits"}
     assert scores["fd_digits"] < 1.0
     assert abs(scores["kid_digits"]) < 0.1
     assert 4.0 < scores["is_digits"] <= 5.0 + 0.5  # near the 5 target classes
@@ -54,9 +56,32 @@ def test_class_accuracy_agrees_with_real_labels_and_not_with_shuffled_ones(real)
     assert class_accuracy(test.images, wrong, weights) < 0.1
 
 
-def test_every_reported_metric_declares_its_direction():
-    assert set(DIRECTION.values()) == {"lower", "higher"}
-    assert DIRECTION["fd_digits"] == "lower" and DIRECTION["is_digits"] == "higher"
+def better_or_equal(metric: str, a: float, b: float) -> bool:
+    return a <= b if DIRECTION[metric] == "lower" else a >= b
+
+
+def test_the_direction_table_ranks_real_data_above_noise_and_above_a_collapsed_sampler(real):
+    """Every directed metric prefers real images to noise; every one but precision (fidelity alone) also
+    prefers them to a mode-collapsed set (each class one real image, repeated); IS has no direction."""
+    cfg, train, test, weights = real
+    g = torch.Generator().manual_seed(0)
+    index = torch.randperm(len(train), generator=g)[:250]
+    real_images, real_ids = train.images[index], train.labels[index]
+    noise = torch.rand(250, 1, 8, 8, generator=g) * 2 - 1
+    first = torch.stack([torch.nonzero(real_ids == c)[0, 0] for c in range(5)])
+    collapsed = real_images[first].repeat_interleave(50, dim=0)
+    collapsed_ids = real_ids[first].repeat_interleave(50)
+    scorer = Scorer(test.images, cfg.eval, weights, torch.device("cpu"))
+    ids = torch.tensor(cfg.task.target_classes)
+    scores = {name: scorer(images, ids[labels]) for name, images, labels in
+              (("real", real_images, real_ids), ("noise", noise, real_ids), ("collapsed", collapsed, collapsed_ids))}
+    directed = [m for m in scores["real"] if DIRECTION[m]]
+    assert set(directed) == set(scores["real"]) - {"is_digits"} and DIRECTION["is_digits"] is None
+    for metric in directed:
+        assert better_or_equal(metric, scores["real"][metric], scores["noise"][metric]), metric
+    for metric in set(directed) - {"precision_digits", "class_accuracy"}:
+        assert better_or_equal(metric, scores["real"][metric], scores["collapsed"][metric]), metric
+        assert scores["real"][metric] != scores["collapsed"][metric], metric
 
 
 def test_uint8_conversion_round_trips_the_unit_range():

@@ -12,8 +12,10 @@ from torch import nn
 from kind_bench.cli import main
 from kind_bench.config import EvalConfig
 from kind_bench.errors import UserError
+from kind_bench.methods import compose_ancestry
 from kind_bench.metrics.fidelity import LocalInceptionV3, quality_metrics
 from kind_bench.models.vae import make_codec
+from kind_bench.paths import ancestry_weights
 
 from micro import micro
 
@@ -42,7 +44,7 @@ def test_vae_codec_maps_images_to_scaled_latents_and_back(tiny_vae):
 def test_pretraining_runs_in_a_local_vae_latent_space(in_workspace, tiny_vae):
     overrides = micro(f"model.vae_path={tiny_vae}", "pretrain.steps=2", ancestry=False)
     assert main(["pretrain", "ancestry=vanilla", *overrides]) == 0
-    assert (in_workspace / "artifacts/digits/ancestry/vanilla.safetensors").is_file()
+    assert ancestry_weights(compose_ancestry(overrides, "vanilla"), "vanilla", seed=0).is_file()
 
 
 def test_missing_vae_folder_is_bad_input(in_workspace, capsys):
@@ -72,7 +74,7 @@ def test_inception_path_scores_from_local_weights(inception_weights, suffix):
     g = torch.Generator().manual_seed(0)
     a, b = torch.rand(8, 3, 8, 8, generator=g) * 2 - 1, torch.rand(8, 3, 8, 8, generator=g) * 2 - 1
     scores = quality_metrics(a, b, cfg, weights=None, device=torch.device("cpu"))
-    assert set(scores) == {"fid", "is", "kid", "precision", "recall"}
+    assert set(scores) == {"fid", "is", "is_gap", "kid", "precision", "recall"}
     assert all(torch.isfinite(torch.tensor(v)) for v in scores.values())
 
 

@@ -25,11 +25,16 @@ CELL = micro("method=kind", "transfer.steps=300", "transfer.checkpoint_every=25"
 RUN = Path("artifacts/digits/runs/kind/kind-novel-0")
 
 
+def result(root: Path, method: str = "kind") -> dict:
+    """The published result record of the cell (novel, seed 0) of ``method``."""
+    return json.loads((root / f"results/runs/digits/{method}/{method}-novel-0.json").read_text())
+
+
 def outcome(root: Path) -> tuple[dict, dict]:
     """(final weights, metrics) of the cell, after evaluating it."""
     assert main(["evaluate", *CELL]) == 0
     weights = load_file(str(root / RUN / "step-000300.safetensors"))
-    return weights, json.loads((root / "results/metrics/digits/kind/kind-novel-0.json").read_text())["metrics"]
+    return weights, result(root)["metrics"]
 
 
 def test_a_run_killed_with_sigkill_resumes_and_ends_identical_to_an_uninterrupted_run(in_workspace, capsys):
@@ -81,10 +86,9 @@ def test_same_config_and_seed_give_identical_metrics(in_workspace):
         shutil.rmtree(in_workspace / "artifacts/digits/runs/full_finetune", ignore_errors=True)  # train anew
         assert main(["transfer", *overrides]) == 0
         assert main(["evaluate", *overrides]) == 0
-        results.append(json.loads(
-            (in_workspace / "results/metrics/digits/full_finetune/full_finetune-novel-0.json").read_text()))
+        results.append(result(in_workspace, "full_finetune"))
     assert results[0]["metrics"] == results[1]["metrics"]
-    assert results[0]["by_budget"] == results[1]["by_budget"]
+    assert results[0]["metrics_by_budget"] == results[1]["metrics_by_budget"]
 
 
 def test_run_does_not_retrain_a_finished_cell_but_reevaluates_it(in_workspace, capsys):
@@ -92,14 +96,13 @@ def test_run_does_not_retrain_a_finished_cell_but_reevaluates_it(in_workspace, c
     assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
     assert main(["run", *overrides]) == 0
     record = in_workspace / "artifacts/digits/runs/full_finetune/full_finetune-novel-0/train.json"
-    metrics = in_workspace / "results/metrics/digits/full_finetune/full_finetune-novel-0.json"
-    trained, first = record.read_text(), json.loads(metrics.read_text())["metrics"]
+    trained, first = record.read_text(), result(in_workspace, "full_finetune")["metrics"]
     capsys.readouterr()
 
     assert main(["run", *overrides, "sample.steps=3"]) == 0  # an evaluation setting: no retraining
     assert "up to date" in capsys.readouterr().out
     assert record.read_text() == trained
-    assert json.loads(metrics.read_text())["metrics"] != first
+    assert result(in_workspace, "full_finetune")["metrics"] != first
 
     assert main(["run", *overrides, "transfer.lr=1e-3"]) == 0  # a training setting: retrained
     assert "up to date" not in capsys.readouterr().out

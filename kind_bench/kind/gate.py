@@ -1,10 +1,15 @@
 """The KIND class gate: a fixed binary mask over the tailors for every class.
 
 From the paper: the gate is binary, fixed by the class label and not learned; learngenes are open for
-every class. Our assumptions (the paper does not pin them down): each class opens ``per_class`` of the
-``n_tailors`` tailors, either as an evenly spaced contiguous window (``block``) or as a seeded random
-subset (``random``); and the null label of classifier-free guidance opens no tailor, so the
-unconditional model is the learngenes alone.
+every class. Our assumptions (the paper does not pin them down; each is an ancestry option):
+
+* which tailors a class opens (``assignment``): ``block``, an evenly spaced contiguous window of
+  ``per_class`` tailors (windows of neighbouring classes overlap when ``per_class`` exceeds the spacing);
+  ``disjoint``, the tailors split into one contiguous group per class (``per_class`` is unused); or
+  ``random``, a seeded random subset of ``per_class``;
+* what the null label of classifier-free guidance opens (``null_tailors``): ``none`` (the unconditional
+  model is the learngenes alone), ``all`` (every tailor) or ``own`` (a window of its own, assigned as if
+  it were one more class).
 """
 
 from __future__ import annotations
@@ -14,24 +19,35 @@ from typing import Any
 import torch
 from torch import nn
 
-ASSIGNMENTS = ("block", "random")
+ASSIGNMENTS = ("block", "disjoint", "random")
+NULL_TAILORS = ("none", "all", "own")
 
 
-def gate_masks(num_classes: int, n_tailors: int, per_class: int, assignment: str, seed: int) -> torch.Tensor:
-    """Masks of shape (num_classes + 1, n_tailors); the last row (the null label) is all zeros."""
+def gate_masks(num_classes: int, n_tailors: int, per_class: int, assignment: str, seed: int,
+               null_tailors: str = "none") -> torch.Tensor:
+    """Masks of shape (num_classes + 1, n_tailors); the last row is the null label's."""
     if not 0 < per_class <= n_tailors:
         raise ValueError(f"tailors_per_class={per_class} must be in [1, n_tailors={n_tailors}]")
+    if assignment not in ASSIGNMENTS:
+        raise ValueError(f"assignment={assignment!r} is not one of {ASSIGNMENTS}")
+    if null_tailors not in NULL_TAILORS:
+        raise ValueError(f"null_tailors={null_tailors!r} is not one of {NULL_TAILORS}")
+    slots = num_classes + (null_tailors == "own")  # the null label takes a slot of its own
+    if assignment == "disjoint" and n_tailors < slots:
+        raise ValueError(f"disjoint windows need n_tailors >= {slots} (one per class), not {n_tailors}")
     masks = torch.zeros(num_classes + 1, n_tailors)
     generator = torch.Generator().manual_seed(seed)
-    for c in range(num_classes):
+    for c in range(slots):
         if assignment == "block":
-            start = round(c * n_tailors / num_classes)
+            start = round(c * n_tailors / slots)
             index = torch.arange(start, start + per_class) % n_tailors
-        elif assignment == "random":
-            index = torch.randperm(n_tailors, generator=generator)[:per_class]
+        elif assignment == "disjoint":
+            index = torch.arange(round(c * n_tailors / slots), round((c + 1) * n_tailors / slots))
         else:
-            raise ValueError(f"assignment={assignment!r} is not one of {ASSIGNMENTS}")
-        masks[c, index] = 1.0
+            index = torch.randperm(n_tailors, generator=generator)[:per_class]
+        masks[c, index] = 1.0  # row num_classes is the null label's (only reached with null_tailors=own)
+    if null_tailors == "all":
+        masks[num_classes] = 1.0
     return masks
 
 
@@ -42,9 +58,10 @@ class ClassGate(nn.Module):
     labels reach every decomposed layer without touching diffusers' block signatures.
     """
 
-    def __init__(self, num_classes: int, n_tailors: int, per_class: int, assignment: str, seed: int) -> None:
+    def __init__(self, num_classes: int, n_tailors: int, per_class: int, assignment: str, seed: int,
+                 null_tailors: str = "none") -> None:
         super().__init__()
-        self.register_buffer("mask", gate_masks(num_classes, n_tailors, per_class, assignment, seed))
+        self.register_buffer("mask", gate_masks(num_classes, n_tailors, per_class, assignment, seed, null_tailors))
         self.active: torch.Tensor | None = None
 
     @property

@@ -34,7 +34,7 @@ from torch import nn
 from kind_bench.errors import UserError, choices_error
 from kind_bench.inherit import block_renamer, copy_parameters
 from kind_bench.kind.decompose import decompose, kind_layers
-from kind_bench.kind.gate import ASSIGNMENTS, ClassGate
+from kind_bench.kind.gate import ASSIGNMENTS, NULL_TAILORS, ClassGate
 from kind_bench.methods import Ancestry, Descendant, Method, Target
 from kind_bench.models import LINEAR_ROLES, build_dit, class_embedders
 
@@ -49,6 +49,7 @@ class KindAncestryOptions:
     n_tailors: int = 8
     tailors_per_class: int = 4
     assignment: str = "block"
+    null_tailors: str = "none"
     gate_seed: int = 0
     layers: list[str] = field(default_factory=lambda: ["q", "k", "v", "out", "fc1", "fc2"])
 
@@ -59,6 +60,8 @@ def _check(options: KindAncestryOptions, model_rank: int) -> None:
             raise choices_error("ancestry.layers", role, tuple(LINEAR_ROLES))
     if options.assignment not in ASSIGNMENTS:
         raise choices_error("ancestry.assignment", options.assignment, ASSIGNMENTS)
+    if options.null_tailors not in NULL_TAILORS:
+        raise choices_error("ancestry.null_tailors", options.null_tailors, NULL_TAILORS)
     if not 0 < options.n_tailors < model_rank:
         raise UserError(f"ancestry.n_tailors={options.n_tailors} must be in [1, {model_rank}): the decomposed "
                         f"layers have rank {model_rank} (model.hidden_size) and need at least one learngene")
@@ -71,8 +74,12 @@ def build_kind_model(options: KindAncestryOptions, target: Target) -> nn.Module:
     """A fresh decomposed DiT with a class gate for ``target.num_classes`` classes."""
     _check(options, target.model.hidden_size)
     dit = build_dit(target.model, target.num_classes, target.in_channels, target.sample_size, target.depth)
+    slots = target.num_classes + (options.null_tailors == "own")
+    if options.assignment == "disjoint" and options.n_tailors < slots:
+        raise UserError(f"ancestry.assignment=disjoint needs ancestry.n_tailors >= {slots} (one per class), "
+                        f"not {options.n_tailors}")
     gate = ClassGate(target.num_classes, options.n_tailors, options.tailors_per_class, options.assignment,
-                     options.gate_seed)
+                     options.gate_seed, options.null_tailors)
     model = decompose(dit, list(options.layers), options.n_tailors, gate)
     model.kind_options = options  # how it was built, so a descendant can be built the same way
     return model
@@ -101,8 +108,9 @@ class Kind(Method):
     """Inherit the learngenes; fresh tailors, gate and class embeddings; train a small part."""
 
     name = "kind"
-    description = "KIND: inherit learngenes, train fresh class-gated tailors + class embeddings + final layer"
+    description = "KIND: inherit learngenes, train fresh class-gated tailors + class embeddings"
     paper = "Xie et al., ICML 2025 (arXiv 2408.07337)"
+    family = "kind"
     ancestry = KindAncestry
     Options = KindOptions
 
@@ -124,7 +132,6 @@ class Kind(Method):
             if not self.options.freeze_learngenes:
                 params += [layer.U_G, layer.sigma_G, layer.V_G]
         params += [emb.embedding_table.weight for emb in class_embedders(model)]
-        params += list(model.proj_out_1.parameters()) + list(model.proj_out_2.parameters())
         if self.options.train_adaln:
             params += [p for block in model.transformer_blocks for p in block.norm1.linear.parameters()]
         return params

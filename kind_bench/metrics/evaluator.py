@@ -83,7 +83,7 @@ def save_classifier(path, model: DigitsCNN) -> None:
 
 def load_classifier(path, device: torch.device | str = "cpu") -> DigitsCNN:
     """Load the evaluator; a missing or corrupted file is a one-line UserError."""
-    state = load_tensors(path, "evaluator weights")
+    state = load_tensors(path, "evaluator weights", hint="`dvc repro evaluator` (or `kind-bench evaluator`)")
     model = DigitsCNN(**json.loads(load_metadata(path)["hparams"]))
     model.load_state_dict(state)
     return model.to(device).eval()

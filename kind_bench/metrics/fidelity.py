@@ -27,9 +27,10 @@ from kind_bench.io import load_tensors
 from kind_bench.metrics.evaluator import load_classifier
 
 NAMES = {
-    "digits_cnn": {"fid": "fd_digits", "isc": "is_digits", "kid": "kid_digits",
+    "digits_cnn": {"fid": "fd_digits", "isc": "is_digits", "is_gap": "is_gap_digits", "kid": "kid_digits",
                    "precision": "precision_digits", "recall": "recall_digits"},
-    "inception-v3-compat": {"fid": "fid", "isc": "is", "kid": "kid", "precision": "precision", "recall": "recall"},
+    "inception-v3-compat": {"fid": "fid", "isc": "is", "is_gap": "is_gap", "kid": "kid", "precision": "precision",
+                            "recall": "recall"},
 }
 SAFE_INCEPTION = "inception-v3-compat-local"
 
@@ -86,7 +87,7 @@ class DigitsFeatureExtractor(FeatureExtractorBase):
 
 def _read_inception_state(path: str) -> dict[str, torch.Tensor]:
     if path.endswith(".safetensors"):
-        return load_tensors(path, "Inception weights")
+        return load_tensors(path, "Inception weights", foreign=True)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to read the file is bad input
@@ -115,21 +116,32 @@ def _register() -> None:
 _register()
 
 
+def _extractor(cfg: EvalConfig, weights: str | Path | None) -> dict[str, object]:
+    if cfg.feature_extractor == "digits_cnn":
+        return {"feature_extractor": "digits_cnn", "feature_extractor_weights_path": str(weights) if weights else None}
+    return {"feature_extractor": SAFE_INCEPTION, "feature_extractor_weights_path": cfg.inception_weights}
+
+
+def inception_score(images: torch.Tensor, cfg: EvalConfig, weights: str | Path | None, device: torch.device) -> float:
+    """The Inception-style score of a set of images on the configured extractor."""
+    raw = calculate_metrics(input1=ImageTensors(images), cuda=device.type == "cuda", isc=True,
+                            isc_splits=cfg.isc_splits, batch_size=256, save_cpu_ram=True, verbose=False,
+                            **_extractor(cfg, weights))
+    return float(raw["inception_score_mean"])
+
+
 def quality_metrics(
-    generated: torch.Tensor, reference: torch.Tensor, cfg: EvalConfig, weights: str | Path, device: torch.device
+    generated: torch.Tensor, reference: torch.Tensor, cfg: EvalConfig, weights: str | Path | None,
+    device: torch.device, reference_is: float | None = None,
 ) -> dict[str, float]:
-    """FD, IS, KID and precision/recall of ``generated`` against ``reference`` ([-1, 1] images)."""
-    extractor = "digits_cnn" if cfg.feature_extractor == "digits_cnn" else SAFE_INCEPTION
-    if cfg.feature_extractor != "digits_cnn":
-        weights = cfg.inception_weights
+    """FD, IS, KID and precision/recall of ``generated`` against ``reference`` ([-1, 1] images), and
+    ``is_gap``: |IS - IS of the reference| (IS alone has no better direction here, see README)."""
     n = min(len(generated), len(reference))
     raw = calculate_metrics(
         input1=ImageTensors(generated),
         input2=ImageTensors(reference),
         cuda=device.type == "cuda",
         isc=True, fid=True, kid=True, prc=True,
-        feature_extractor=extractor,
-        feature_extractor_weights_path=str(weights) if weights else None,
         kid_subset_size=min(cfg.kid_subset_size, n),
         kid_subsets=cfg.kid_subsets,
         isc_splits=cfg.isc_splits,
@@ -137,15 +149,36 @@ def quality_metrics(
         batch_size=256,
         save_cpu_ram=True,
         verbose=False,
+        **_extractor(cfg, weights),
     )
     names = NAMES[cfg.feature_extractor]
+    if reference_is is None:
+        reference_is = inception_score(reference, cfg, weights, device)
     return {
         names["fid"]: float(raw["frechet_inception_distance"]),
         names["isc"]: float(raw["inception_score_mean"]),
+        names["is_gap"]: abs(float(raw["inception_score_mean"]) - reference_is),
         names["kid"]: float(raw["kernel_inception_distance_mean"]),
         names["precision"]: float(raw["precision"]),
         names["recall"]: float(raw["recall"]),
     }
+
+
+class Scorer:
+    """Scores sample sets against one fixed reference (its own IS computed once): the torch-fidelity
+    metrics of :func:`quality_metrics` and, on the digits evaluator, ``class_accuracy``."""
+
+    def __init__(self, reference: torch.Tensor, cfg: EvalConfig, weights: str | Path | None,
+                 device: torch.device) -> None:
+        self.reference, self.cfg, self.weights, self.device = reference, cfg, weights, device
+        self.reference_is = inception_score(reference, cfg, weights, device)
+
+    def __call__(self, generated: torch.Tensor, source_ids: torch.Tensor) -> dict[str, float]:
+        """Every metric of ``generated``; ``source_ids``: each image's class in the source data."""
+        metrics = quality_metrics(generated, self.reference, self.cfg, self.weights, self.device, self.reference_is)
+        if self.cfg.feature_extractor == "digits_cnn":
+            metrics["class_accuracy"] = class_accuracy(generated, source_ids, self.weights)
+        return metrics
 
 
 @torch.no_grad()

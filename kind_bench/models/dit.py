@@ -82,6 +82,11 @@ def class_embedders(dit: nn.Module) -> list[nn.Module]:
     return [block.norm1.emb.class_embedder for block in dit.transformer_blocks]
 
 
+def final_layer_parameters(dit: nn.Module) -> list[nn.Parameter]:
+    """The final layer: the output adaLN modulation and projection (DiT's ``FinalLayer``)."""
+    return [*dit.proj_out_1.parameters(), *dit.proj_out_2.parameters()]
+
+
 def null_label(dit: nn.Module) -> int:
     """The label index that means 'no class' (classifier-free guidance)."""
     return int(class_embedders(dit)[0].num_classes)

@@ -1,16 +1,22 @@
-"""What several stages share: the device, the codec, the target spec and loading an ancestry."""
+"""What several stages share: the device, the codec, the target spec, loading an ancestry, preflight."""
 
 from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from kind_bench.config import Config
 from kind_bench.device import pick_device
+from kind_bench.errors import UserError
+from kind_bench.identity import is_canonical_ancestry
 from kind_bench.io import load_module
 from kind_bench.methods import Target, make_ancestry
 from kind_bench.models.vae import PixelCodec, VaeCodec, make_codec
-from kind_bench.paths import ancestry_weights
+from kind_bench.paths import ancestry_seed, ancestry_weights, evaluator_weights
 
 
 def setup(cfg: Config) -> tuple[torch.device, PixelCodec | VaeCodec]:
@@ -30,15 +36,43 @@ def make_target(cfg: Config, codec: PixelCodec | VaeCodec, num_classes: int, dep
                   sample_size=codec.size)
 
 
-def load_ancestry(cfg: Config, name: str, codec: PixelCodec | VaeCodec, device: torch.device) -> nn.Module:
-    """Rebuild a pre-trained ancestry from its config and load its weights."""
+def pretrain_hint(cfg: Config, name: str) -> str:
+    """The command that produces a missing ancestry seed."""
+    if is_canonical_ancestry(cfg, name):
+        return f"`dvc repro pretrain@{name}` (or `kind-bench pretrain ancestry={name} seed={ancestry_seed(cfg)}`)"
+    return f"`kind-bench pretrain ancestry={name} seed={ancestry_seed(cfg)}` with this call's other overrides"
+
+
+def load_ancestry(cfg: Config, name: str, codec: PixelCodec | VaeCodec, device: torch.device
+                  ) -> tuple[nn.Module, str]:
+    """Rebuild the pre-trained ancestry a cell transfers from; returns it and its file's checksum."""
     ancestry = make_ancestry(cfg, name)
     target = make_target(cfg, codec, len(cfg.suite.ancestry_classes), cfg.model.depth)
     model = ancestry.build(target)
-    load_module(ancestry_weights(cfg, name), model, what=f"ancestry checkpoint ({name})")
-    return model.to(device).eval()
+    meta = load_module(ancestry_weights(cfg, name), model, what=f"ancestry checkpoint ({name})",
+                       hint=pretrain_hint(cfg, name))
+    return model.to(device).eval(), meta["sha256"]
 
 
 def seed_everything(seed: int) -> None:
     """Seed torch's global generator (model initialisation draws from it)."""
     torch.manual_seed(seed)
+
+
+def ensure_writable(folder: str | Path) -> None:
+    """Fail now, with one line, if ``folder`` cannot be created or written (not after hours of training)."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{path} is not writable ({exc.strerror}): fix its permissions or set paths.*") from None
+
+
+def require_evaluator(cfg: Config) -> None:
+    """Scoring on the digits evaluator needs its weights: say so before any training."""
+    if cfg.eval.feature_extractor == "digits_cnn" and not evaluator_weights(cfg).is_file():
+        raise UserError(f"evaluator weights {evaluator_weights(cfg)} not found: run `dvc repro evaluator` "
+                        "(or `kind-bench evaluator`)")

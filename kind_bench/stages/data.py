@@ -1,4 +1,4 @@
-"""Stage ``data``: load the source, draw the stratified split, write the prepared set."""
+"""Stage ``data``: load the source, draw the stratified train / validation / test split, write it."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from kind_bench.config import Config
 from kind_bench.data import prepare, prepared_path
 
 
-def run(cfg: Config) -> None:
+def run(cfg: Config) -> str:
     """Write ``artifacts/data/<data>.safetensors`` and print the split record."""
     record = prepare(cfg)
-    print(f"data: {prepared_path(cfg)} train={record['n_train']} test={record['n_test']} "
-          f"(split seed {record['split_seed']}, sha1 {str(record['test_index_sha1'])[:10]})")
+    print(f"data: {prepared_path(cfg)} train={record['n_train']} val={record['n_val']} test={record['n_test']} "
+          f"(split seed {record['split_seed']}, source sha256 {str(record['source_sha256'])[:10]})")
+    return "success"

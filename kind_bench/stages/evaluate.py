@@ -1,12 +1,19 @@
-"""Stage ``evaluate@<method>``: sample every snapshot of a cell, score it, write the result JSON.
+"""Stage ``evaluate``: sample every snapshot of a cell, score it, write the result JSON.
 
-Kept apart from transfer, so that a change to metric code never forces retraining. Every method is
-sampled the same way, by the shared sampler of :mod:`kind_bench.diffusion`. Each snapshot (a fraction of
-the transfer steps: the step-budget view) is scored; the last one gives the headline metrics.
+Every method is sampled the same way, by the shared sampler of :mod:`kind_bench.diffusion`, and scored
+against the same reference: the task's test images (``eval.split=test``, the reported numbers) or its
+validation images (``eval.split=val``, what tuning looks at). The final model is sampled ``eval.draws``
+times, ``sample.samples_per_class`` images per class each; its metrics are the mean over the draws, and
+``eval_noise_sd`` is the standard deviation of the primary metric across them: the metric's own noise,
+shown next to the seeds'. Earlier snapshots (the early-regime curve) get one draw of
+``sample.snapshot_samples_per_class``. The noise of draw ``d`` depends on the cell's seed and ``d`` only,
+so every method with the same seed starts from the same noise (paired comparisons cancel it).
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from functools import partial
 from typing import Any
@@ -15,121 +22,155 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from kind_bench.config import Config
+from kind_bench.config import Config, as_dict
 from kind_bench.data import load_prepared, target_set
 from kind_bench.diffusion import noise_scheduler, sample
 from kind_bench.errors import UserError
+from kind_bench.identity import PUBLISHED, namespace, seedless_digest
 from kind_bench.io import atomic_path, load_module, read_json, write_json
+from kind_bench.lock import exclusive
 from kind_bench.methods import make_method
+from kind_bench.metrics import DIRECTION, primary_metric
 from kind_bench.metrics.cost import sampling_flops
-from kind_bench.metrics.fidelity import class_accuracy, quality_metrics
+from kind_bench.metrics.fidelity import Scorer
 from kind_bench.models import null_label
 from kind_bench.paths import (
+    ancestry_seed,
     cell_of,
     evaluator_weights,
-    metrics_path,
+    lock_path,
     result_path,
     run_dir,
     sample_grid_path,
     snapshot_path,
 )
 from kind_bench.results import provenance, record
-from kind_bench.stages.common import descendant_depth, load_ancestry, make_target, setup
+from kind_bench.stages.common import descendant_depth, load_ancestry, make_target, require_evaluator, setup
+from kind_bench.train import show_progress
+
+
+def draw_seed(seed: int, draw: int) -> int:
+    """The sampling seed of draw ``draw`` of a cell with seed ``seed`` (the same for every method)."""
+    return seed * 1000 + draw
 
 
 @torch.no_grad()
-def generate(model: nn.Module, classes: list[int], cfg: Config, codec, device: torch.device
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``sample.samples_per_class`` images of each of ``classes`` (model labels), as ([-1, 1] images,
-    label). Classes are interleaved in each batch, as in DiT's sampling script; the noise is a function
-    of the run seed only, so every method with the same seed starts from the same noise."""
+def generate(model: nn.Module, classes: list[int], per_class: int, seed: int, cfg: Config, codec,
+             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_class`` images of each of ``classes`` (model labels), as ([-1, 1] images, label). Classes are
+    interleaved in each batch, as in DiT's sampling script; the noise is a function of ``seed`` only."""
     scheduler = noise_scheduler(cfg.diffusion)
-    labels = torch.tensor(classes, device=device).repeat(cfg.sample.samples_per_class)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    labels = torch.tensor(classes, device=device).repeat(per_class)
+    generator = torch.Generator(device=device).manual_seed(seed)
     null = null_label(model)
     images = []
     for batch in labels.split(cfg.sample.batch_size):
         x = sample(model, batch, (codec.channels, codec.size, codec.size), scheduler, cfg.sample, null, generator,
-                   progress=not cfg.quiet)
+                   progress=show_progress(cfg.quiet))
         images.append(codec.decode(x).cpu())
-    return torch.cat(images), labels.cpu()
-
-
-def score(generated: torch.Tensor, source_ids: torch.Tensor, reference: torch.Tensor, cfg: Config,
-          device: torch.device) -> dict[str, float]:
-    """Quality metrics against the reference, plus class accuracy on the digits evaluator
-    (``source_ids``: each image's class in the source data, e.g. digit 7)."""
-    weights = evaluator_weights(cfg)
-    metrics = quality_metrics(generated, reference, cfg.eval, weights, device)
-    if cfg.eval.feature_extractor == "digits_cnn":
-        metrics["class_accuracy"] = class_accuracy(generated, source_ids, weights)
-    return metrics
+    generated = torch.cat(images)
+    if not torch.isfinite(generated).all():
+        raise FloatingPointError("generated samples contain NaN or inf")
+    return generated, labels.cpu()
 
 
 def save_grid(path, images: torch.Tensor, labels: torch.Tensor, per_class: int = 10) -> None:
     """A PNG with one row per class and ``per_class`` samples in each, upscaled 4x."""
+    from PIL import Image
     from torchvision.utils import make_grid
 
     rows = [images[labels == c][:per_class] for c in torch.unique(labels)]
     grid = make_grid(torch.cat(rows), nrow=per_class, padding=1, pad_value=1.0, normalize=True, value_range=(-1, 1))
     pixels = (grid.clamp(0, 1) * 255).round().to(torch.uint8)
     pixels = pixels.repeat_interleave(4, dim=1).repeat_interleave(4, dim=2)
-    from PIL import Image
-
     with atomic_path(path) as tmp:
         Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
 
 
-def run(cfg: Config) -> None:
-    """Evaluate one (method, task, seed) cell from its run folder."""
+def mean_metrics(draws: list[dict[str, float]]) -> dict[str, float]:
+    """Every metric's mean over the draws."""
+    return {name: statistics.fmean(d[name] for d in draws) for name in draws[0]}
+
+
+def nonfinite(metrics: dict[str, float]) -> list[str]:
+    """The names of metrics that are NaN or infinite."""
+    return sorted(name for name, value in metrics.items() if not math.isfinite(value))
+
+
+def evaluate_cell(cfg: Config) -> str:
+    """Evaluate one (method, task, seed) cell from its run folder; returns its status."""
     method = make_method(cfg)
     cell = cell_of(cfg)
     trained = read_json(run_dir(cfg, cell) / "train.json", "training record")
     device, codec = setup(cfg)
-    if cfg.eval.feature_extractor == "digits_cnn" and not evaluator_weights(cfg).is_file():
-        raise UserError(f"evaluator weights {evaluator_weights(cfg)} not found: run `kind-bench evaluator` first")
+    require_evaluator(cfg)
     run_info: dict[str, Any] = {
-        "run_id": cell.id, "method": method.name, "task": cfg.task.name, "seed": cfg.seed, "suite": cfg.suite.name,
-        "config": trained["config"], "status": trained["status"], "error": trained["error"],
-        "split": trained.get("split"),
+        "run_id": cell.id, "method": method.name, "task": cfg.task.name, "seed": cfg.seed,
+        "ancestry_seed": ancestry_seed(cfg) if method.ancestry else None, "suite": cfg.suite.name,
+        "config": as_dict(cfg), "config_digest": seedless_digest(as_dict(cfg)), "namespace": namespace(cfg),
+        "train_fingerprint": trained.get("fingerprint"), "eval_split": cfg.eval.split,
+        "status": trained["status"], "error": trained["error"], "split": trained.get("split"),
+        "method_source": trained.get("method_source"),
     }
     metrics: dict[str, float] = {}
     by_budget: dict[str, dict[str, float]] = {}
     train_info = dict(trained["train_info"])
     if trained["status"] == "success":
-        _, test_set, _ = load_prepared(cfg)
-        reference = target_set(test_set, cfg.task).images
-        ancestry = load_ancestry(cfg, method.ancestry.name, codec, device) if method.ancestry else None
+        prepared = load_prepared(cfg)
+        reference = target_set(prepared.part(cfg.eval.split), cfg.task).images
+        scorer = Scorer(reference, cfg.eval, evaluator_weights(cfg), device)
+        ancestry = load_ancestry(cfg, method.ancestry.name, codec, device)[0] if method.ancestry else None
         target = make_target(cfg, codec, len(cfg.task.target_classes), descendant_depth(cfg))
         model = method.build(ancestry, target).model.to(device)
+        classes = list(range(len(cfg.task.target_classes)))
+        primary = primary_metric(cfg)
         start = time.perf_counter()
         try:
-            for snapshot in tqdm(trained["snapshots"], desc=f"evaluate {cell.id}", disable=cfg.quiet, leave=False):
-                load_module(snapshot_path(cfg, cell, snapshot["step"]), model, what="descendant checkpoint")
+            for snapshot in tqdm(trained["snapshots"], desc=f"evaluate {cell.id}", disable=not show_progress(cfg.quiet),
+                                 leave=False):
+                path = snapshot_path(cfg, cell, snapshot["step"])
+                meta = load_module(path, model, what="descendant snapshot")
+                if meta.get("fingerprint") != trained["fingerprint"]:
+                    raise UserError(f"snapshot {path} was written by another run than {run_dir(cfg, cell)}/train.json "
+                                    f"records: rerun the cell (kind-bench run ...)")
                 model.eval()
-                generated, labels = generate(model, list(range(len(cfg.task.target_classes))), cfg, codec, device)
-                if not torch.isfinite(generated).all():
-                    raise FloatingPointError("generated samples contain NaN or inf")
-                source_ids = torch.tensor(cfg.task.target_classes)[labels]
-                by_budget[str(snapshot["fraction"])] = score(generated, source_ids, reference, cfg, device)
+                final = snapshot is trained["snapshots"][-1]
+                draws, per_class = (cfg.eval.draws, cfg.sample.samples_per_class) if final else \
+                    (1, cfg.sample.snapshot_samples_per_class)
+                scored = []
+                for d in range(draws):
+                    generated, labels = generate(model, classes, per_class, draw_seed(cfg.seed, d), cfg, codec, device)
+                    scored.append(scorer(generated, torch.tensor(cfg.task.target_classes)[labels]))
+                by_budget[str(snapshot["fraction"])] = mean_metrics(scored)
+            if bad := nonfinite(by_budget[str(trained["snapshots"][-1]["fraction"])]):
+                raise FloatingPointError(f"{', '.join(bad)} not finite")
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - a failing cell is recorded, not fatal
             run_info.update(status="failed", error=f"evaluation: {type(exc).__name__}: {exc}".splitlines()[0])
         else:
-            metrics = by_budget[str(trained["snapshots"][-1]["fraction"])]
-            train_info["eval_time_s"] = time.perf_counter() - start
-            train_info["n_reference"], train_info["n_generated"] = len(reference), len(generated)
+            metrics = dict(by_budget[str(trained["snapshots"][-1]["fraction"])])
+            if len(scored) > 1:
+                metrics["eval_noise_sd"] = statistics.stdev(d[primary] for d in scored)
+            train_info.update(eval_time_s=time.perf_counter() - start, n_reference=len(reference),
+                              n_generated=len(generated), n_draws=len(scored), draws=scored)
             shape = (codec.channels, codec.size, codec.size)
             draw = partial(sample, model, shape=shape, train_scheduler=noise_scheduler(cfg.diffusion),
                            cfg=cfg.sample, null=null_label(model), generator=torch.Generator(device=device))
-            train_info["flops_per_sample"] = sampling_flops(lambda y: draw(y), len(cfg.task.target_classes), device)
-            if cfg.seed == cfg.eval.grid_seed:
+            train_info["flops_per_sample"] = sampling_flops(draw, len(classes), device)
+            if cfg.seed == cfg.eval.grid_seed and namespace(cfg) == PUBLISHED and cfg.eval.split == "test":
                 save_grid(sample_grid_path(cfg, cell), generated, labels)
     result = record(run_info=run_info, train_info=train_info, metrics=metrics, metrics_by_budget=by_budget,
                     meta_info=provenance(device))
-    write_json(result_path(cfg, cell), result)
-    cost = {k: v for k, v in train_info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    write_json(metrics_path(cfg, cell), {"metrics": metrics, "cost": cost, "by_budget": by_budget})
-    shown = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()) or run_info["error"]
-    print(f"evaluate {cell.id}: {run_info['status']} {shown}")
+    path = result_path(cfg, cell)
+    write_json(path, result)
+    shown = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if DIRECTION.get(k) or k == "eval_noise_sd")
+    print(f"evaluate {cell.id}: {run_info['status']} {shown or run_info['error']} -> {path}")
+    return run_info["status"]
+
+
+def run(cfg: Config) -> str:
+    """``kind-bench evaluate``: score one trained cell while holding its lock."""
+    cell = cell_of(cfg)
+    with exclusive(lock_path(cfg, cell), f"cell {cell.id}"):
+        return evaluate_cell(cfg)

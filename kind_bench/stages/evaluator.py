@@ -1,5 +1,6 @@
 """Stage ``evaluator``: train the digits CNN used to score samples; report its accuracy and how stable
-its Frechet distance is at the suite's sample count."""
+its Frechet distance is between two real image sets (the floor of the metric's noise; the noise of
+generated samples is measured per cell, ``eval_noise_sd``)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from kind_bench.metrics.stability import fd_stability
 from kind_bench.paths import evaluator_report, evaluator_weights
 
 
-def run(cfg: Config) -> None:
-    """Train on the train split in every domain; report held-out accuracy per domain and FD stability."""
+def run(cfg: Config) -> str:
+    """Train on the train split in every domain; report held-out accuracy per domain and FD stability
+    (real-vs-real, drawing from the target classes' training and validation images)."""
+    from kind_bench.data import ImageSet
     from kind_bench.plots import stability_plot
 
-    train, test, split = load_prepared(cfg)
+    prepared = load_prepared(cfg)
+    train, test, split = prepared.train, prepared.test, prepared.record
     domains = sorted(DOMAINS)
     images = torch.cat([DOMAINS[d](train.images) for d in domains])
     labels = train.labels.repeat(len(domains))
@@ -25,9 +29,10 @@ def run(cfg: Config) -> None:
     model = train_classifier(images, labels, ev.feature_dim, ev.epochs, ev.batch_size, ev.lr, seed=cfg.seed)
     report = {f"test_accuracy_{d}": accuracy(model, DOMAINS[d](test.images), test.labels) for d in domains}
     save_classifier(evaluator_weights(cfg), model)
-    per_class = [10, 20, 40, 80, 120]
-    stability = fd_stability(model, target_set(train, cfg.task).images, target_set(test, cfg.task).images,
-                             counts=[k * len(cfg.task.target_classes) for k in per_class])
+    pool = target_set(ImageSet(torch.cat([train.images, prepared.val.images]),
+                               torch.cat([train.labels, prepared.val.labels])), cfg.task).images
+    counts = [k * len(cfg.task.target_classes) for k in (10, 20, 40, 80, 120)]
+    stability = fd_stability(model, pool, target_set(test, cfg.task).images, [n for n in counts if n <= len(pool)])
     base = evaluator_report(cfg)
     with atomic_path(base.with_name(base.stem + "_fd_stability.csv")) as tmp:
         stability.to_csv(tmp, index=False, float_format="%.4f")
@@ -36,4 +41,5 @@ def run(cfg: Config) -> None:
     used = stability[(stability.dim == ev.feature_dim)]
     write_json(base, {**report, "feature_dim": ev.feature_dim, "split": split,
                       "fd_real_vs_real": {str(int(r.n)): round(r.fd_mean, 4) for r in used.itertuples()}})
-    print("evaluator: " + ", ".join(f"{k}={v:.3f}" for k, v in report.items()))
+    print("evaluator: " + ", ".join(f"{k}={v:.3f}" for k, v in report.items()) + f" -> {evaluator_weights(cfg)}")
+    return "success"

@@ -1,43 +1,81 @@
-"""Stage ``pretrain@<ancestry>``: pre-train one ancestry on the suite's ancestry classes, once.
+"""Stage ``pretrain@<ancestry>``: pre-train one ancestry on the suite's ancestry classes, once per seed.
 
-Every ``pretrain.checkpoint_every`` steps the training state goes to ``<weights>.resume.safetensors``
-(not a DVC output, so DVC leaves it alone); a killed run restarted with the same config resumes there.
+``seed`` is the pre-training seed (``kind-bench pretrain ancestry=kind seed=0,1,2``); a transfer cell of
+seed s uses the ancestry of seed ``s % suite.ancestry_seeds``, so the intervals carry pre-training
+variance. Every ``pretrain.checkpoint_every`` steps the training state goes to
+``<weights>.resume.safetensors`` (not a DVC output, so DVC leaves it alone); a killed run restarted with
+the same config resumes there. The record holds the ancestry's own quality on its classes: the primary
+metric on the validation images at every snapshot (is the pre-training budget converged?) and, for the
+final weights, every metric on the test images.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import torch
+
 from kind_bench.checkpoint import fingerprint
 from kind_bench.config import Config, as_dict
 from kind_bench.data import ancestry_set, load_prepared
-from kind_bench.io import save_module, write_json
-from kind_bench.methods import make_ancestry
-from kind_bench.paths import ancestry_report, ancestry_weights
+from kind_bench.diffusion import DiffusionObjective
+from kind_bench.io import load_module, save_module, write_json
+from kind_bench.lock import exclusive
+from kind_bench.methods import Phase, make_ancestry
+from kind_bench.metrics import primary_metric
+from kind_bench.metrics.fidelity import Scorer
+from kind_bench.models import null_label
+from kind_bench.paths import ancestry_report, ancestry_weights, evaluator_weights
 from kind_bench.results import provenance
-from kind_bench.stages.common import make_target, seed_everything, setup
+from kind_bench.stages.common import make_target, require_evaluator, seed_everything, setup
+from kind_bench.stages.evaluate import draw_seed, generate
 from kind_bench.train import train
 
 
-def run(cfg: Config) -> None:
-    """Build, train and save ``cfg.ancestry``; write its training record."""
+def quality(model: torch.nn.Module, cfg: Config, codec, device: torch.device, scorer: Scorer) -> dict[str, float]:
+    """An ancestry's metrics on its own classes (one draw of ``sample.samples_per_class`` per class)."""
+    classes = list(range(len(cfg.suite.ancestry_classes)))
+    images, labels = generate(model, classes, cfg.sample.samples_per_class, draw_seed(cfg.seed, 0), cfg, codec, device)
+    return scorer(images, torch.tensor(cfg.suite.ancestry_classes)[labels])
+
+
+def run(cfg: Config) -> str:
+    """Build, train and save ``cfg.ancestry`` with seed ``cfg.seed``; write its record."""
     name = str(cfg.ancestry["name"])
     ancestry = make_ancestry(cfg, name)
-    train_set, _, split = load_prepared(cfg)
-    data = ancestry_set(train_set, cfg.suite.ancestry_classes)
-    device, codec = setup(cfg)
-    seed_everything(cfg.seed)
-    model = ancestry.build(make_target(cfg, codec, len(cfg.suite.ancestry_classes), cfg.model.depth)).to(device)
-    images = codec.encode(data.images.to(device))
-    weights = ancestry_weights(cfg, name)
-    result = train(model, ancestry.trainable_parameters(model), images, data.labels.to(device), cfg.pretrain,
-                   cfg.diffusion, seed=cfg.seed, desc=f"pretrain {name}", quiet=cfg.quiet,
-                   checkpoint=weights.with_suffix(".resume.safetensors"),
-                   fingerprint=fingerprint(as_dict(cfg), f"pretrain {name}", type(ancestry)))
-    save_module(weights, model, metadata={"ancestry": name})
-    info = dataclasses.asdict(result)
-    info["total_params"] = sum(p.numel() for p in model.parameters())
-    write_json(ancestry_report(cfg, name), {
-        "ancestry": name, "train_info": info, "split": split, "config": as_dict(cfg), "meta_info": provenance(device),
-    })
-    print(f"pretrain {name}: {result.steps} steps, loss {result.final_loss:.4f}, {result.train_time_s:.1f}s")
+    weights = ancestry_weights(cfg, name, seed=cfg.seed)
+    require_evaluator(cfg)
+    with exclusive(weights.with_name(f".{weights.name}.lock"), f"ancestry {name} seed {cfg.seed}"):
+        prepared = load_prepared(cfg)
+        data = ancestry_set(prepared.train, cfg.suite.ancestry_classes)
+        device, codec = setup(cfg)
+        seed_everything(cfg.seed)
+        model = ancestry.build(make_target(cfg, codec, len(cfg.suite.ancestry_classes), cfg.model.depth)).to(device)
+        snapshots: dict[int, dict[str, torch.Tensor]] = {}
+        tag = fingerprint(as_dict(cfg), f"pretrain {name}", type(ancestry), str(prepared.record["data_sha256"]))
+        result = train(model, [Phase(1.0, ancestry.trainable_parameters(model))],
+                       codec.encode(data.images.to(device)), data.labels.to(device), cfg.pretrain,
+                       DiffusionObjective(cfg.diffusion, null_label(model)), seed=cfg.seed,
+                       desc=f"pretrain {name} seed {cfg.seed}", quiet=cfg.quiet,
+                       checkpoint=weights.with_suffix(".resume.safetensors"), fingerprint=tag,
+                       on_snapshot=lambda step, m: snapshots.__setitem__(step, {k: v.clone() for k, v
+                                                                                in m.state_dict().items()}))
+        save_module(weights, model, metadata={"ancestry": name, "seed": str(cfg.seed), "fingerprint": tag})
+        val = Scorer(ancestry_set(prepared.val, cfg.suite.ancestry_classes).images, cfg.eval, evaluator_weights(cfg),
+                     device)
+        primary, curve = primary_metric(cfg), {}
+        for step, state in sorted(snapshots.items()):  # (a resumed run lacks those taken before the kill)
+            model.load_state_dict(state)
+            curve[str(step)] = quality(model, cfg, codec, device, val)[primary]
+        load_module(weights, model)
+        test = Scorer(ancestry_set(prepared.test, cfg.suite.ancestry_classes).images, cfg.eval,
+                      evaluator_weights(cfg), device)
+        info = dataclasses.asdict(result)
+        info["total_params"] = sum(p.numel() for p in model.parameters())
+        write_json(ancestry_report(cfg, name, cfg.seed), {
+            "ancestry": name, "seed": cfg.seed, "train_info": info, "split": prepared.record, "config": as_dict(cfg),
+            "val_by_step": curve, "quality": quality(model, cfg, codec, device, test), "meta_info": provenance(device),
+        })
+    print(f"pretrain {name} seed {cfg.seed}: {result.steps} steps, loss {result.final_loss:.4f}, "
+          f"{result.train_time_s:.1f}s, val {primary} by step {curve} -> {weights}")
+    return "success"

@@ -5,11 +5,15 @@ learngenes and the tailors those classes open (the others are dropped from every
 parameters, and score k x ``sample.samples_per_class`` samples against the real test images of those
 classes. The full model is scored on the same classes with the same noise: the recombined model must
 match it (it computes the same function for those classes), which the curve records as a sanity column.
+``deploy_params`` is the size of the merged dense model of one class (:func:`kind_bench.kind.decompose.deploy`,
+guidance off): the dense DiT's size, whatever k; ``max_abs_deploy_diff`` checks it samples what the gated
+model samples.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pandas as pd
 import torch
@@ -18,11 +22,13 @@ from torch import nn
 from kind_bench.config import Config
 from kind_bench.data import ancestry_set, load_prepared
 from kind_bench.io import atomic_path, write_json
-from kind_bench.kind.decompose import kind_layers
+from kind_bench.kind.decompose import deploy, kind_layers
 from kind_bench.methods import NoOptions, Target, Vanilla
-from kind_bench.paths import recombination_path
-from kind_bench.stages.common import load_ancestry, setup
-from kind_bench.stages.evaluate import generate, score
+from kind_bench.metrics import primary_metric
+from kind_bench.metrics.fidelity import Scorer
+from kind_bench.paths import evaluator_weights, recombination_path
+from kind_bench.stages.common import load_ancestry, require_evaluator, setup
+from kind_bench.stages.evaluate import generate
 
 
 @torch.no_grad()
@@ -39,35 +45,44 @@ def recombine(model: nn.Module, classes: list[int]) -> nn.Module:
     return small
 
 
-def run(cfg: Config) -> None:
-    """Write the recombination curve (CSV + JSON) and its plot."""
+def run(cfg: Config) -> str:
+    """Write the recombination curve (CSV + JSON) and its plot, for the ancestry of seed ``cfg.seed``."""
     from kind_bench.plots import recombination_plot
 
     device, codec = setup(cfg)
-    full = load_ancestry(cfg, "kind", codec, device)
-    _, test, _ = load_prepared(cfg)
+    require_evaluator(cfg)
+    full = load_ancestry(cfg, "kind", codec, device)[0]
+    test = load_prepared(cfg).test
     names = cfg.suite.ancestry_classes
     dense = sum(p.numel() for p in Vanilla(NoOptions()).build(
         Target(len(names), cfg.model.depth, cfg.model, codec.channels, codec.size)).parameters())
+    per_class = cfg.sample.samples_per_class
     rows = []
     for k in range(1, len(names) + 1):
         classes = list(range(k))
         small = recombine(full, classes).to(device).eval()
-        reference = ancestry_set(test, names[:k]).images
-        images, labels = generate(small, classes, cfg, codec, device)
-        full_images, _ = generate(full, classes, cfg, codec, device)
+        scorer = Scorer(ancestry_set(test, names[:k]).images, cfg.eval, evaluator_weights(cfg), device)
+        images, labels = generate(small, classes, per_class, cfg.seed, cfg, codec, device)
+        full_images, _ = generate(full, classes, per_class, cfg.seed, cfg, codec, device)
         source_ids = torch.tensor(names)[labels]
-        metrics = score(images, source_ids, reference, cfg, device)
-        full_metrics = score(full_images, source_ids, reference, cfg, device)
+        metrics, full_metrics = scorer(images, source_ids), scorer(full_images, source_ids)
+        merged = deploy(small, 0, guidance=False)
+        unguided = dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, guidance_scale=1.0))
+        merged_images, _ = generate(merged, [0], per_class, cfg.seed, unguided, codec, device)
+        gated_images, _ = generate(small, [0], per_class, cfg.seed, unguided, codec, device)
         tailors = kind_layers(small)[0][1].n_tailors
         rows.append({"classes": k, "params": sum(p.numel() for p in small.parameters()),
                      "full_params": sum(p.numel() for p in full.parameters()), "dense_params": dense,
+                     "deploy_params": sum(p.numel() for p in merged.parameters()),
                      "tailors_per_layer": tailors, **metrics, **{f"full_{m}": v for m, v in full_metrics.items()},
-                     "max_abs_sample_diff": float((images - full_images).abs().max())})
-        print(f"recombine k={k}: {rows[-1]['params']:,} params, {tailors} tailors/layer, "
-              f"fd_digits {metrics.get('fd_digits', float('nan')):.3f} (full model {full_metrics['fd_digits']:.3f})")
+                     "max_abs_sample_diff": float((images - full_images).abs().max()),
+                     "max_abs_deploy_diff": float((merged_images - gated_images).abs().max())})
+        print(f"recombine k={k}: {rows[-1]['params']:,} params factorised, {rows[-1]['deploy_params']:,} merged "
+              f"per class, {tailors} tailors/layer, fd {metrics[primary_metric(cfg)]:.3f} "
+              f"(full model {full_metrics[primary_metric(cfg)]:.3f})")
     table = pd.DataFrame(rows)
     with atomic_path(recombination_path(cfg, ".csv")) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     write_json(recombination_path(cfg, ".json"), {"curve": rows})
     recombination_plot(table, recombination_path(cfg, ".png"))
+    return "success"

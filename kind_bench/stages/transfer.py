@@ -1,13 +1,15 @@
-"""Stage ``transfer@<method>``: build each descendant from its ancestry and train it on the target task.
+"""Stage ``transfer``: build each descendant from its ancestry and train it on the target task.
 
 One call may run several cells (task x seed sweeps, ``task=a,b seed=0,1,2``) to pay process start-up
 once. Each cell writes weight snapshots and ``train.json`` into its run folder, and, every
 ``transfer.checkpoint_every`` steps, a resumable checkpoint: a killed call rerun with the same config
-resumes every unfinished cell where it stopped. A finished cell of the same training config, ancestry
-weights and code (its ``train.json`` carries their fingerprint) is not retrained. A cell whose method
-cannot build the target is recorded as ``n/a`` with the reason; a cell whose method raises or whose loss
-diverges is recorded as ``failed`` with the error, and the other cells go on. Bad input is different:
-it stops the call with a one-line error before anything is written.
+resumes every unfinished cell where it stopped. A cell is trained by one process at a time (a lock file
+beside its run folder). Every snapshot carries the fingerprint of the run that wrote it (training config,
+thread count, code, and the checksums of the prepared data and of the ancestry), and a finished cell with
+the same fingerprint is not retrained. A cell whose method cannot build the target is recorded as ``n/a``
+with the reason; a cell whose method raises or whose loss diverges is recorded as ``failed`` with the
+error, and the other cells go on. Bad input is different: it stops the call with a one-line error before
+anything is written.
 """
 
 from __future__ import annotations
@@ -19,50 +21,67 @@ from typing import Any
 from kind_bench.checkpoint import fingerprint, has_checkpoint
 from kind_bench.config import Config, as_dict
 from kind_bench.data import load_prepared, target_set
+from kind_bench.diffusion import DiffusionObjective
 from kind_bench.errors import UserError
 from kind_bench.io import load_metadata, read_json, save_module, write_json
-from kind_bench.methods import make_method
-from kind_bench.paths import Cell, ancestry_weights, cell_of, run_dir, snapshot_path
-from kind_bench.stages.common import descendant_depth, load_ancestry, make_target, seed_everything, setup
+from kind_bench.lock import exclusive
+from kind_bench.methods import Method, distribution_of, make_method, training_phases
+from kind_bench.models import null_label
+from kind_bench.paths import Cell, ancestry_seed, ancestry_weights, cell_of, lock_path, run_dir, snapshot_path
+from kind_bench.stages.common import descendant_depth, load_ancestry, make_target, pretrain_hint, seed_everything, setup
 from kind_bench.train import snapshot_schedule, train
 
 
-def is_finished(cfg: Config, cell: Cell, tag: str) -> bool:
-    """Whether the cell's run folder holds a successful run with fingerprint ``tag`` and all its snapshots."""
+def finished(cfg: Config, cell: Cell, tag: str) -> dict[str, Any] | None:
+    """The cell's training record if it holds a successful run with fingerprint ``tag`` whose every
+    snapshot was written by that same run; else None."""
     path = run_dir(cfg, cell) / "train.json"
     try:
         record = read_json(path, "training record") if path.is_file() else {}
-    except UserError:  # a damaged record means an unfinished run
-        return False
-    if record.get("status") != "success" or record.get("fingerprint") != tag:
-        return False
-    return all(snapshot_path(cfg, cell, s["step"]).is_file() for s in record["snapshots"])
+        if record.get("status") != "success" or record.get("fingerprint") != tag:
+            return None
+        for snapshot in record["snapshots"]:
+            file = snapshot_path(cfg, cell, snapshot["step"])
+            if not file.is_file() or load_metadata(file, "snapshot").get("fingerprint") != tag:
+                return None
+    except (UserError, KeyError, TypeError):  # a damaged record or snapshot means an unfinished run
+        return None
+    return record
 
 
-def run(cfg: Config) -> None:
-    """Train one (method, task, seed) cell and write its run folder."""
+def inputs(cfg: Config, method: Method) -> list[str]:
+    """Checksums of what a cell trains from: the prepared data and, if it has one, its ancestry seed."""
+    found = [str(load_prepared(cfg).record["data_sha256"])]
+    if method.ancestry is not None:
+        path = ancestry_weights(cfg, method.ancestry.name)
+        if not path.is_file():
+            raise UserError(f"ancestry checkpoint ({method.ancestry.name}) {path} not found: run "
+                            f"{pretrain_hint(cfg, method.ancestry.name)}")
+        found.append(load_metadata(path, f"ancestry checkpoint ({method.ancestry.name})").get("sha256", ""))
+    return found
+
+
+def train_cell(cfg: Config) -> str:
+    """Train one (method, task, seed) cell and write its run folder; returns its status."""
     method = make_method(cfg)
     cell = cell_of(cfg)
     rid = cell.id
     device, codec = setup(cfg)
     target = make_target(cfg, codec, len(cfg.task.target_classes), descendant_depth(cfg))
-    record: dict[str, Any] = {"run_id": rid, "method": method.name, "task": cfg.task.name, "seed": cfg.seed,
-                              "config": as_dict(cfg), "error": None, "train_info": {}, "snapshots": []}
     reason = method.unsupported(target, cfg.model.depth)
     out = run_dir(cfg, cell)
-    inherited = ""  # the ancestry's checksum: a re-trained ancestry means a re-trained descendant
-    if method.ancestry and reason is None and ancestry_weights(cfg, method.ancestry.name).is_file():
-        name = method.ancestry.name
-        inherited = load_metadata(ancestry_weights(cfg, name), f"ancestry checkpoint ({name})").get("sha256", "")
-    resume, tag = out / "resume.safetensors", fingerprint(as_dict(cfg), "transfer", type(method), inherited)
-    if is_finished(cfg, cell, tag):
-        print(f"transfer {rid}: up to date (same training config, ancestry and code)")
-        return
-    if reason is None:
-        ancestry = load_ancestry(cfg, method.ancestry.name, codec, device) if method.ancestry else None
-        train_set, _, split = load_prepared(cfg)
-        data = target_set(train_set, cfg.task, shots=cfg.task.shots, seed=cfg.seed)
-        record["split"] = split
+    tag = fingerprint(as_dict(cfg), "transfer", type(method), *(inputs(cfg, method) if reason is None else []))
+    if finished(cfg, cell, tag):
+        print(f"transfer {rid}: up to date (same training config, data, ancestry and code)")
+        return "success"
+    prepared = load_prepared(cfg)
+    record: dict[str, Any] = {
+        "run_id": rid, "method": method.name, "task": cfg.task.name, "seed": cfg.seed,
+        "ancestry_seed": ancestry_seed(cfg) if method.ancestry else None, "config": as_dict(cfg), "error": None,
+        "train_info": {}, "snapshots": [], "fingerprint": tag, "split": prepared.record,
+        "method_source": distribution_of(method.name),
+    }
+    resume = out / "resume.safetensors"
     if not has_checkpoint(resume, tag):  # a killed run with the same config resumes; anything else restarts
         shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -70,17 +89,19 @@ def run(cfg: Config) -> None:
         record.update(status="n/a", error=reason)
         write_json(out / "train.json", record)
         print(f"transfer {rid}: n/a ({reason})")
-        return
+        return "n/a"
     try:
+        ancestry = load_ancestry(cfg, method.ancestry.name, codec, device)[0] if method.ancestry else None
+        data = target_set(prepared.train, cfg.task, shots=cfg.task.shots, seed=cfg.seed)
         seed_everything(cfg.seed)
         built = method.build(ancestry, target)
         model = built.model.to(device)
-        params = method.trainable_parameters(model)
+        phases = training_phases(method, model, cfg.transfer.final_layer)
         result = train(
-            model, params, codec.encode(data.images.to(device)), data.labels.to(device), cfg.transfer,
-            cfg.diffusion, seed=cfg.seed, desc=f"transfer {rid}", quiet=cfg.quiet,
-            on_snapshot=lambda step, m: save_module(snapshot_path(cfg, cell, step), m),
-            checkpoint=resume, fingerprint=tag,
+            model, phases, codec.encode(data.images.to(device)), data.labels.to(device), cfg.transfer,
+            DiffusionObjective(cfg.diffusion, null_label(model)), seed=cfg.seed, desc=f"transfer {rid}",
+            quiet=cfg.quiet, checkpoint=resume, fingerprint=tag,
+            on_snapshot=lambda step, m: save_module(snapshot_path(cfg, cell, step), m, {"fingerprint": tag}),
         )
     except UserError:
         raise
@@ -88,11 +109,20 @@ def run(cfg: Config) -> None:
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
         write_json(out / "train.json", record)
         print(f"transfer {rid}: FAILED ({record['error']})")
-        return
+        return "failed"
     info = dataclasses.asdict(result)
     info.update(total_params=sum(p.numel() for p in model.parameters()), transferred_params=built.transferred,
-                n_train_images=len(data))
-    record.update(status="success", train_info=info, snapshots=snapshot_schedule(cfg.transfer), fingerprint=tag)
+                n_train_images=len(data), phases=[{"until": p.until, "params": sum(q.numel() for q in p.params)}
+                                                  for p in phases])
+    record.update(status="success", train_info=info, snapshots=snapshot_schedule(cfg.transfer))
     write_json(out / "train.json", record)
     print(f"transfer {rid}: {result.steps} steps, loss {result.final_loss:.4f}, "
           f"{info['trainable_params']:,} trainable, {result.train_time_s:.1f}s")
+    return "success"
+
+
+def run(cfg: Config) -> str:
+    """``kind-bench transfer``: train one cell while holding its lock."""
+    cell = cell_of(cfg)
+    with exclusive(lock_path(cfg, cell), f"cell {cell.id}"):
+        return train_cell(cfg)

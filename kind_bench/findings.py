@@ -1,0 +1,158 @@
+"""KIND's claims, decided from the numbers: the findings file the leaderboard stage writes.
+
+Each claim is a set of paired comparisons of KIND against named methods on named tasks (per-seed values
+of the primary metric over the seeds both ran). Within a claim the p-values are Holm-corrected. The
+verdict is **reproduced** when KIND is significantly better in every comparison, **not reproduced** when
+any method is significantly better than KIND, and **inconclusive** otherwise. A verdict that changes
+when any one seed is left out is marked *fragile*. Which methods a claim compares comes from each
+method's declared ``family`` (``peft``, ``learngene``, ``baseline``), so a plugin joins the right claim.
+The README carries this file's text between markers (``tests/test_readme.py`` checks it is current).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from kind_bench.config import Config
+from kind_bench.metrics import DIRECTION
+from kind_bench.results import REFERENCE_ROW
+from kind_bench.stats import ALPHA, Paired, holm, paired_test, verdict
+
+KIND = "kind"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the paper and the comparisons that decide it."""
+
+    title: str
+    question: str
+    others: tuple[str, ...]
+    tasks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One paired test of KIND against ``other`` on ``task``."""
+
+    task: str
+    other: str
+    test: Paired
+    adjusted_p: float
+    outcome: str
+
+
+def families(methods: list[str]) -> dict[str, str]:
+    """Each method's declared family (``other`` when it is not registered here)."""
+    from kind_bench.methods import discover
+
+    registry = discover()[0]
+    return {m: registry[m].cls.family if m in registry else "other" for m in methods}
+
+
+def generation_claims(runs: pd.DataFrame, common: list[str]) -> list[Claim]:
+    """KIND's three claims as comparisons available in these runs."""
+    methods = sorted(set(runs.method) - {KIND, REFERENCE_ROW})
+    family = families(methods)
+    rivals = tuple(m for m in methods if family[m] in ("peft", "learngene"))
+    shifted = tuple(sorted(set(runs.task[runs.domain != "identity"]) & set(common)))
+    apart = tuple(sorted(set(runs.task[runs.apart])))
+    shallow = tuple(m for m in methods if family[m] in ("learngene", "baseline")
+                    and (runs[(runs.method == m) & runs.task.isin(apart)].status == "success").any())
+    return [
+        Claim("KIND beats PEFT and learngene methods with fewer trainable parameters",
+              "Is KIND's primary metric better than every PEFT and learngene method's, task by task?",
+              rivals, tuple(common)),
+        Claim("Transferring learngenes alone mitigates domain shift",
+              "Under domain shift, does KIND (learngenes + fresh tailors) beat inheriting everything "
+              "(full fine-tuning) and inheriting nothing (scratch)?",
+              tuple(m for m in ("full_finetune", "scratch") if m in methods), shifted),
+        Claim("The components recombine into smaller models",
+              "On a shallower descendant, does KIND's recombined model beat the methods that can build one?",
+              shallow, apart),
+    ]
+
+
+def decide(runs: pd.DataFrame, claim: Claim, metric: str, drop_seed: int | None = None
+           ) -> tuple[str, list[Comparison]]:
+    """The claim's verdict and its Holm-corrected comparisons (optionally without one seed)."""
+    from kind_bench.leaderboard import per_seed
+
+    lower = DIRECTION[metric] == "lower"
+    data = runs if drop_seed is None else runs[runs.seed != drop_seed]
+    raw = []
+    for task in claim.tasks:
+        for other in claim.others:
+            scores = per_seed(data, task, [KIND, other], metric)
+            if len(scores) == 2 and len(scores[KIND]) >= 2:
+                raw.append((task, other, paired_test(scores[KIND], scores[other])))
+    adjusted = holm([t.p for _, _, t in raw]) if raw else []
+    comparisons = [Comparison(task, other, test, p, verdict(test, p, lower))
+                   for (task, other, test), p in zip(raw, adjusted, strict=True)]
+    if not comparisons:
+        return "inconclusive", comparisons
+    outcomes = {c.outcome for c in comparisons}
+    if "worse" in outcomes:
+        return "not reproduced", comparisons
+    return ("reproduced" if outcomes == {"better"} else "inconclusive"), comparisons
+
+
+def fragile(runs: pd.DataFrame, claim: Claim, metric: str, verdict_all: str) -> list[int]:
+    """The seeds whose removal changes the verdict (leave-one-seed-out)."""
+    seeds = sorted(set(runs.seed[runs.method == KIND]))
+    return [s for s in seeds if decide(runs, claim, metric, drop_seed=s)[0] != verdict_all]
+
+
+def _parameters(table: pd.DataFrame, others: tuple[str, ...]) -> str:
+    counts = table[table.method != REFERENCE_ROW].groupby("method").trainable_params.max()
+    if KIND not in counts or pd.isna(counts[KIND]):
+        return ""
+    mine = counts[KIND]
+    fewer = [f"{m} ({int(counts[m]):,})" for m in others if m in counts and counts[m] > mine]
+    more = [f"{m} ({int(counts[m]):,})" for m in others if m in counts and counts[m] <= mine]
+    return (f"Trainable parameters: KIND {int(mine):,}; fewer than {', '.join(fewer) or 'none'}; "
+            f"not fewer than {', '.join(more) or 'none'}.")
+
+
+def claim_section(index: int, claim: Claim, runs: pd.DataFrame, table: pd.DataFrame, metric: str) -> list[str]:
+    """One claim: verdict, fragility, its comparisons as a table."""
+    result, comparisons = decide(runs, claim, metric)
+    shaky = fragile(runs, claim, metric, result)
+    tag = f" (fragile: leaving out seed {', '.join(map(str, shaky))} changes it)" if shaky else ""
+    lines = [f"### Claim {index}: \"{claim.title}\": **{result}**{tag}", "", claim.question, ""]
+    if not comparisons:
+        return [*lines, "No comparison is possible with these runs (a method or task is missing).", ""]
+    lines += [f"| task | KIND vs | n | Δ {metric} (KIND − other) [95% CI] | p (Holm) | outcome |",
+              "|:--|:--|--:|:--|--:|:--|"]
+    for c in comparisons:
+        t = c.test
+        lines.append(f"| {c.task} | {c.other} | {t.n} | {t.mean_diff:+.3f} [{t.ci_low:+.3f}, {t.ci_high:+.3f}] | "
+                     f"{c.adjusted_p:.3g} | {c.outcome} |")
+    counts = {o: sum(c.outcome == o for c in comparisons) for o in ("better", "no difference", "worse")}
+    lines += ["", f"KIND better in {counts['better']}, no difference in {counts['no difference']}, worse in "
+              f"{counts['worse']} of {len(comparisons)} comparisons."]
+    if index == 1 and (params := _parameters(table, claim.others)):
+        lines.append(params)
+    return [*lines, ""]
+
+
+def findings_markdown(cfg: Config, runs: pd.DataFrame, table: pd.DataFrame) -> str:
+    """The findings file: every claim, decided by paired tests on the committed per-seed numbers."""
+    from kind_bench.leaderboard import common_tasks, metric_columns, primary_metric
+
+    metric = primary_metric(metric_columns(runs))
+    if metric is None:
+        return f"## Findings: {cfg.suite.name}\n\nNo run succeeded: no claim can be decided.\n"
+    lines = [f"## Findings: {cfg.suite.name} (generated by `kind-bench leaderboard`; do not edit)", "",
+             f"Decided on `{metric}` ({DIRECTION[metric]} is better) of the test images, per seed, over the seeds "
+             f"both methods ran: paired t-test, Holm-corrected within each claim, α = {ALPHA}. Reproduced: KIND "
+             "significantly better in every comparison; not reproduced: some method significantly better than "
+             "KIND; else inconclusive. Fragile: leaving out one seed changes the verdict.", ""]
+    ok = runs[runs.status == "success"]
+    if KIND not in set(ok.method):
+        return "\n".join([*lines, "KIND has no successful run here: no claim can be decided.", ""])
+    for index, claim in enumerate(generation_claims(ok, common_tasks(table)), start=1):
+        lines += claim_section(index, claim, ok, table, metric)
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""What a run *is*: config digests, the published ("canonical") config of a cell, and its namespace.
+
+A cell of the published grid is run with the config that ``suite``, ``method``, ``task`` and ``seed``
+compose to (plus, under ``tuning.lr_source=tuned``, the learning rate the ``tune`` stage chose). Its files
+live in the ``runs`` namespace, the only one the leaderboard reads. A run with any other config (an
+ad-hoc ``transfer.steps=3``, say) lands in ``adhoc/<digest>`` instead, so it can never replace a
+published cell by accident; the tuning and ablation stages name their namespaces explicitly, and
+``namespace=runs`` is the explicit way to publish a config of one's own (the leaderboard still refuses to
+pool seeds whose configs differ). Training artifacts and
+results are namespaced separately: a run that changes only how a model is sampled or scored reuses the
+published training and writes its results apart.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from typing import Any
+
+from kind_bench.config import Config, as_dict
+from kind_bench.errors import UserError
+
+#: never part of a run's identity: they change where files go or what is printed, never a number
+#: (``runtime`` changes float rounding only; it is recorded in every result instead; ``tuning`` decides a
+#: run only through the ``transfer.lr`` it resolved to, which is part of the identity)
+UNIDENTIFYING = ("quiet", "runtime", "paths", "namespace", "tuning")
+#: sections that only shape a trained model's evaluation
+EVALUATION_ONLY = ("sample", "eval")
+#: sections that decide a pre-trained ancestry
+ANCESTRY_SECTIONS = ("data", "model", "ancestry", "pretrain", "diffusion")
+PUBLISHED = "runs"
+
+
+#: parts of the suite section that describe other stages (the CI check, the ablation grid), not a run
+SUITE_STAGES = ("check", "ablation")
+
+
+def identifying(config: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The part of a config dict that decides a run's numbers (without :data:`UNIDENTIFYING` and ``drop``)."""
+    kept = {k: v for k, v in config.items() if k not in UNIDENTIFYING + drop}
+    if isinstance(kept.get("suite"), dict):
+        kept["suite"] = {k: v for k, v in kept["suite"].items() if k not in SUITE_STAGES}
+    return kept
+
+
+def digest(config: dict[str, Any], drop: tuple[str, ...] = ()) -> str:
+    """A short SHA-256 of :func:`identifying` ``(config, drop)``."""
+    return hashlib.sha256(json.dumps(identifying(config, drop), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def ancestry_digest(config: dict[str, Any]) -> str:
+    """The digest of what an ancestry depends on (the seed is not in it: each seed is its own file)."""
+    suite = config["suite"]
+    kept = {k: config[k] for k in ANCESTRY_SECTIONS}
+    kept["ancestry_classes"] = suite["ancestry_classes"]
+    return digest(kept)
+
+
+def seedless_digest(config: dict[str, Any]) -> str:
+    """The digest that every seed of one (method, task) row must share to be pooled."""
+    return digest(config, drop=("seed",))
+
+
+@functools.cache
+def _canonical_cell(suite: str, method: str, task: str, seed: int) -> dict[str, Any]:
+    from kind_bench.methods import compose_cell
+
+    return as_dict(compose_cell([f"suite={suite}", f"method={method}", f"task={task}", f"seed={seed}"]))
+
+
+@functools.cache
+def _canonical_ancestry(suite: str, name: str) -> dict[str, Any]:
+    from kind_bench.methods import compose_ancestry
+
+    return as_dict(compose_ancestry([f"suite={suite}"], name))
+
+
+def canonical(cfg: Config) -> dict[str, Any]:
+    """The published config of the cell that ``cfg`` describes."""
+    return _canonical_cell(cfg.suite.name, str(cfg.method["name"]), cfg.task.name, cfg.seed)
+
+
+def is_canonical_ancestry(cfg: Config, name: str) -> bool:
+    """Whether ``cfg`` would pre-train the published ``name`` ancestry."""
+    return ancestry_digest(as_dict(cfg)) == ancestry_digest(_canonical_ancestry(cfg.suite.name, name))
+
+
+def namespace(cfg: Config, training: bool = False) -> str:
+    """``runs`` for the published config of a cell, the explicit ``cfg.namespace``, else ``adhoc/<digest>``.
+
+    With ``training``, only what decides the trained weights is compared (evaluation settings are not).
+    """
+    if cfg.namespace is not None:
+        return cfg.namespace
+    drop = (EVALUATION_ONLY if training else ()) + ("task", "seed")  # the cell id names those
+    mine = as_dict(cfg)
+    try:
+        published = canonical(cfg)
+    except UserError:  # e.g. the published config needs a tuned rate that does not exist yet
+        published = None
+    if published is not None and digest(mine, drop) == digest(published, drop):
+        return PUBLISHED
+    return f"adhoc/{digest(mine, drop)}"

@@ -10,6 +10,7 @@ and alpha; class embeddings train). The magnitude vectors are part of the traine
 from __future__ import annotations
 
 from baselines.lora import Lora
+from kind_bench.methods import Target
 
 
 class Dora(Lora):
@@ -19,7 +20,7 @@ class Dora(Lora):
     description = "DoRA: magnitude + low-rank direction adapters (peft), + class embeddings"
     paper = "Liu et al., ICML 2024 (arXiv 2402.09353)"
 
-    def lora_config(self):
-        config = super().lora_config()
+    def peft_config(self, target: Target):
+        config = super().peft_config(target)
         config.use_dora = True
         return config

@@ -12,6 +12,7 @@ adapter scale is 1, as PiSSA assumes.
 from __future__ import annotations
 
 from baselines.lora import Lora
+from kind_bench.methods import Target
 
 
 class Pissa(Lora):
@@ -21,7 +22,7 @@ class Pissa(Lora):
     description = "PiSSA: LoRA initialised from the top singular components (peft), + class embeddings"
     paper = "Meng et al., NeurIPS 2024 (arXiv 2404.02948)"
 
-    def lora_config(self):
-        config = super().lora_config()
+    def peft_config(self, target: Target):
+        config = super().peft_config(target)
         config.init_lora_weights = "pissa"
         return config

@@ -122,6 +122,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    schedule: str = "constant"  # after warm-up: constant | cosine (to zero at the last step)
     grad_clip: float = 1.0
     checkpoint_every: int = 0  # 0 = only the final weights
     snapshots: list[float] = field(default_factory=lambda: [1.0])  # fractions of `steps` to save
@@ -167,6 +168,7 @@ class TuningConfig:
     """
 
     lr_source: str = "config"  # config | tuned
+    metric: str | None = None  # the validation metric that decides; None: the track's primary metric
     tasks: list[str] = field(default_factory=lambda: ["novel", "shift"])
     seeds: list[int] = field(default_factory=lambda: [100])
     grids: dict[str, list[float]] = field(default_factory=lambda: {"default": [1e-3, 3e-3, 1e-2, 3e-2]})
@@ -330,6 +332,8 @@ def _validate_train(phase: str, train: TrainConfig) -> None:
     _finite(f"{phase}.weight_decay", train.weight_decay, 0, strict=False)
     _finite(f"{phase}.grad_clip", train.grad_clip, 0, strict=False)
     _require(train.warmup_steps >= 0, f"{phase}.warmup_steps={train.warmup_steps} must be >= 0")
+    if train.schedule not in ("constant", "cosine"):
+        raise choices_error(f"{phase}.schedule", train.schedule, ("constant", "cosine"))
     _require(train.checkpoint_every >= 0, f"{phase}.checkpoint_every must be >= 0")
     _require(
         bool(train.snapshots) and all(0 < f <= 1 for f in train.snapshots) and 1.0 in train.snapshots,

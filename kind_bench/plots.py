@@ -154,22 +154,20 @@ def tuning_plot(rows: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
-def budget_plot(rows: pd.DataFrame, steps: int, path: Path) -> None:
-    """Validation score against transfer steps for the budget methods: each rate, and the best envelope."""
+def budget_plot(rows: pd.DataFrame, rates: dict[str, float], steps: int, path: Path) -> None:
+    """Validation score against transfer steps for the budget methods, at each one's chosen rate, per task."""
     methods = sorted(rows.method.unique())
     fig, axes = _panels(len(methods))
     for ax, method in zip(axes, methods, strict=True):
-        mine = rows[rows.method == method]
-        for lr, group in mine.groupby("lr"):
+        mine = rows[(rows.method == method) & (rows.lr == rates.get(method))]
+        for task, group in mine.groupby("task"):
             curve = group.groupby("steps").score.mean()
-            ax.plot(curve.index, curve.values, marker=".", linewidth=1, alpha=0.6, label=f"lr {lr:.3g}")
-        envelope = mine.groupby(["steps", "lr"]).score.mean().groupby("steps").min()
-        ax.plot(envelope.index, envelope.values, "k-o", linewidth=2, label="best rate")
+            ax.plot(curve.index, curve.values, marker="o", label=task)
         ax.axvline(steps, color="grey", linestyle=":", label=f"transfer.steps = {steps}")
-        ax.set_title(method)
+        ax.set_title(f"{method} (lr {rates.get(method, float('nan')):.3g})")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("transfer steps")
+        ax.set_xlabel("transfer steps (separate runs)")
         ax.set_ylabel("validation score (lower is better)")
         ax.legend(fontsize=7)
     _save(fig, path)

@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -85,6 +86,17 @@ def step_profile(loss_fn: Callable[[], torch.Tensor], params: list[nn.Parameter]
     return saved / 2**20, flops
 
 
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """The learning-rate multiplier after ``step`` optimiser steps: linear warm-up, then constant or a
+    cosine decay that reaches zero at the last step."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
 def phase_at(phases: list[Phase], step: int, steps: int) -> int:
     """Index of the phase that step ``step`` (1-based) of ``steps`` belongs to."""
     return next(i for i, phase in enumerate(phases) if step <= round(phase.until * steps))
@@ -128,9 +140,7 @@ def train(
     model.train()
     generator = torch.Generator(device=device).manual_seed(seed)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
-    )
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, cfg))
     snapshots = {entry["step"] for entry in snapshot_schedule(cfg)}
     log_every = max(1, cfg.steps // 50)
     if device.type == "cuda":

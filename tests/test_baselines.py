@@ -189,3 +189,95 @@ def test_every_method_trains_its_class_embeddings_and_builds_a_working_model(van
         tables = {id(e.embedding_table.weight) for e in class_embedders(model)}
         assert tables <= {id(p) for p in m.trainable_parameters(model)}, name
         assert model(**batch()).sample.shape == (4, 1, 8, 8)
+
+
+def test_fine_trains_sigma_alone_first_then_every_parameter_within_one_budget():
+    from kind_bench.config import DiffusionConfig, TrainConfig
+    from kind_bench.diffusion import DiffusionObjective
+    from kind_bench.methods import training_phases
+    from kind_bench.train import train
+
+    torch.manual_seed(0)
+    ancestry = randomised(method_class("fine").ancestry(NoOptions()).build(TARGET))
+    m = method("fine", sigma_fraction=0.5)
+    model = m.build(ancestry, TARGET).model
+    phases = training_phases(m, model, final_layer=True)
+    assert [p.until for p in phases] == [0.5, 1.0]
+    first = {id(p) for p in phases[0].params}
+    assert {id(model.fine_bases["q"].U), id(model.fine_bases["q"].V)}.isdisjoint(first)
+    assert len(phases[1].params) == len(list(model.parameters()))
+    q = model.transformer_blocks[0].attn1.to_q
+    basis, sigma = model.fine_bases["q"].U.detach().clone(), q.sigma.detach().clone()
+    seen = []
+    images, labels = torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,))
+    cfg = TrainConfig(steps=4, batch_size=8, lr=1e-2, snapshots=[0.5, 1.0])
+    train(model, phases, images, labels, cfg, DiffusionObjective(DiffusionConfig(), 3), seed=0,
+          on_snapshot=lambda step, mod: seen.append((mod.fine_bases["q"].U.detach().clone(),
+                                                     mod.transformer_blocks[0].attn1.to_q.sigma.detach().clone())))
+    assert torch.equal(seen[0][0], basis) and not torch.equal(seen[0][1], sigma)  # Sigma phase: U frozen
+    assert not torch.equal(seen[1][0], basis)  # then everything trains
+
+
+def test_the_final_layer_option_is_one_rule_for_every_parameter_efficient_method(vanilla):
+    from kind_bench.methods import training_phases
+    from kind_bench.models import final_layer_parameters
+
+    for name in ("lora", "svdiff", "difffit", "head_only", "kind"):
+        m = method(name)
+        ancestry = vanilla if name != "kind" else randomised(m.ancestry(m.ancestry.Options(n_tailors=4,
+                                                                                          tailors_per_class=2)).build(TARGET))
+        model = m.build(copy.deepcopy(ancestry), TARGET).model
+        head = {id(p) for p in final_layer_parameters(model)}
+        on = {id(p) for p in training_phases(m, model, final_layer=True)[-1].params}
+        off = {id(p) for p in training_phases(m, model, final_layer=False)[-1].params}
+        assert head <= on and head.isdisjoint(off), name
+    full = method("full_finetune")
+    model = full.build(copy.deepcopy(vanilla), TARGET).model
+    assert len(training_phases(full, model, final_layer=False)[-1].params) == len(list(model.parameters()))
+
+
+def test_head_only_trains_class_embeddings_and_the_final_layer_and_starts_as_the_ancestry(vanilla):
+    from kind_bench.methods import training_phases
+
+    m = method("head_only")
+    torch.manual_seed(7)
+    model = m.build(vanilla, TARGET).model
+    names = {n for n, p in model.named_parameters()
+             if id(p) in {id(q) for q in training_phases(m, model, final_layer=True)[-1].params}}
+    assert names == {n for n, _ in model.named_parameters() if "class_embedder" in n or n.startswith("proj_out")}
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch()).sample, reference(vanilla, 7)(**batch()).sample)
+
+
+def test_a_parameter_listed_twice_trains_and_counts_once(vanilla):
+    from kind_bench.config import DiffusionConfig, TrainConfig
+    from kind_bench.diffusion import DiffusionObjective
+    from kind_bench.methods import Phase
+    from kind_bench.train import train
+
+    model = copy.deepcopy(vanilla)
+    table = class_embedders(model)[0].embedding_table.weight
+    result = train(model, [Phase(1.0, [table, table])], torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,)),
+                   TrainConfig(steps=1, batch_size=4), DiffusionObjective(DiffusionConfig(), 3), seed=0)
+    assert result.trainable_params == table.numel()
+
+
+def test_a_peft_tuner_with_shared_state_works_through_the_peft_base_class(vanilla):
+    from peft import VeraConfig
+
+    from kind_bench.peft_method import PeftMethod, target_modules
+
+    class Vera(PeftMethod):
+        name = "vera"
+        description = "test"
+
+        def peft_config(self, target):
+            return VeraConfig(r=4, target_modules=target_modules(["q", "v"]))
+
+    m = Vera(NoOptions())
+    torch.manual_seed(7)
+    model = m.build(vanilla, TARGET).model
+    names = trainable_names(m, model)
+    assert names and all("vera_lambda" in n or "class_embedder" in n for n in names)
+    with torch.no_grad():  # VeRA's lambda_b starts at 0: the model starts as the ancestry
+        torch.testing.assert_close(model(**batch()).sample, reference(vanilla, 7)(**batch()).sample)

@@ -54,3 +54,11 @@ def test_builtin_methods_come_through_the_entry_point_group():
                "heur_lg", "auto_lg", "tleg", "fine"}
     assert builtin <= set(registry)
     assert all(registry[name].builtin for name in builtin)
+
+
+def test_the_pretrained_seeds_cover_every_ancestry_seed_a_cell_or_a_tuning_run_needs():
+    cfg = compose([f"suite={PARAMS['suite']}"])
+    pretrained = {int(s) for s in str(PARAMS["ancestry_seeds"]).split(",")}
+    assert pretrained == set(range(cfg.suite.ancestry_seeds))
+    needed = {int(s) % cfg.suite.ancestry_seeds for s in str(PARAMS["seeds"]).split(",")}
+    assert needed | {s % cfg.suite.ancestry_seeds for s in cfg.tuning.seeds} <= pretrained

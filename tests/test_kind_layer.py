@@ -112,3 +112,19 @@ def test_frozen_learngene_product_is_cached_and_refreshed_on_change():
     with torch.no_grad():
         layer.sigma_G.mul_(2)
     torch.testing.assert_close(layer.learngene_weight(), 2 * first)
+
+
+def test_gate_assignments_and_what_the_null_label_opens():
+    from kind_bench.kind.gate import gate_masks
+
+    block = gate_masks(5, 8, 4, "block", 0)
+    assert (block[:5].sum(1) == 4).all() and (block[:5] @ block[:5].T).triu(1).sum() > 0  # neighbours overlap
+    assert block[5].sum() == 0  # null opens nothing (the default)
+    disjoint = gate_masks(5, 8, 4, "disjoint", 0)
+    assert torch.equal(disjoint[:5].sum(0), torch.ones(8))  # every tailor belongs to exactly one class
+    assert (disjoint[:5] @ disjoint[:5].T).triu(1).sum() == 0
+    assert (gate_masks(5, 8, 4, "block", 0, null_tailors="all")[5] == 1).all()
+    own = gate_masks(5, 8, 4, "disjoint", 0, null_tailors="own")
+    assert own[5].sum() > 0 and (own[:5] * own[5]).sum() == 0  # its own tailors, shared with no class
+    with pytest.raises(ValueError, match="disjoint windows need n_tailors >= 6"):
+        gate_masks(5, 5, 1, "disjoint", 0, null_tailors="own")

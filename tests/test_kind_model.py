@@ -11,7 +11,7 @@ from kind_bench.config import ModelConfig
 from kind_bench.kind.decompose import deploy, kind_layers
 from kind_bench.kind.layer import GuidedPairLinear, KindLinear
 from kind_bench.kind.method import Kind, KindAncestryOptions, KindOptions, build_kind_model
-from kind_bench.methods import Target
+from kind_bench.methods import Target, training_phases
 from kind_bench.models import build_dit, class_embedders
 
 MODEL = ModelConfig(hidden_size=16, num_heads=2, depth=2)
@@ -109,10 +109,11 @@ def test_default_transfer_trains_tailors_class_embeddings_and_final_layer_only()
     ancestry = build_kind_model(KindAncestryOptions(n_tailors=4, tailors_per_class=2), TARGET)
     method = Kind(KindOptions())
     model = method.build(ancestry, TARGET).model
-    trainable = {id(p) for p in method.trainable_parameters(model)}
+    trainable = {id(p) for p in training_phases(method, model, final_layer=True)[-1].params}
     names = {n for n, p in model.named_parameters() if id(p) in trainable}
     assert all(n.endswith(("U_T", "sigma_T", "V_T")) or "class_embedder" in n or n.startswith("proj_out")
                for n in names)
+    assert any(n.startswith("proj_out") for n in names)
     assert any(n.endswith("U_T") for n in names) and any("class_embedder" in n for n in names)
     both = Kind(KindOptions(freeze_learngenes=False, train_adaln=True))
     more = {n for n, p in model.named_parameters() if id(p) in {id(q) for q in both.trainable_parameters(model)}}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,8 +65,7 @@ def test_example_plugin_runs_through_the_cli_into_the_leaderboard(bitfit_site, f
     add_to_path(monkeypatch, bitfit_site)
     assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
     overrides = micro("method=bitfit", ancestry=False)
-    assert main(["transfer", *overrides]) == 0
-    assert main(["evaluate", *overrides]) == 0
+    assert main(["run", *overrides]) == 0
     assert main(["leaderboard", "quiet=true"]) == 0
     row = pd.read_csv(in_workspace / "results/leaderboard/digits.csv").set_index("method").loc["bitfit"]
     assert row.status == "success" and 0 < row.trainable_params < row.total_params / 10
@@ -98,3 +99,95 @@ def test_two_methods_with_one_name_name_both_sources(tmp_path, fresh_registry, m
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert "'lora' is registered twice" in err and "baselines.lora:Lora" in err and "kb_copycat:Lora" in err
+
+
+VERA = '''"""VeRA (Kopiczko et al., ICLR 2024) through peft, as an outside plugin would add it."""
+
+from dataclasses import dataclass
+
+from kind_bench.peft_method import PeftMethod, target_modules
+
+
+@dataclass
+class VeraOptions:
+    rank: int = 4
+
+    def __post_init__(self):
+        if self.rank < 1:
+            raise ValueError(f"rank={self.rank} must be >= 1")
+
+
+class Vera(PeftMethod):
+    name = "vera"
+    description = "VeRA: shared frozen random projections, trained scaling vectors (peft)"
+    paper = "Kopiczko et al., ICLR 2024"
+    Options = VeraOptions
+
+    def peft_config(self, target):
+        from peft import VeraConfig
+
+        return VeraConfig(r=self.options.rank, target_modules=target_modules(["q", "v"]))
+'''
+
+TINY_SUITE = """# @package _global_
+suite:
+  name: digits
+  ancestry_classes: [0, 1, 2, 3, 4]
+  ancestry_seeds: 1
+model: {hidden_size: 16, num_heads: 1, depth: 2}
+pretrain: {steps: 20, snapshots: [1.0], checkpoint_every: 0}
+transfer: {steps: 8, warmup_steps: 2, snapshots: [0.5, 1.0], checkpoint_every: 0}
+sample: {steps: 2, samples_per_class: 12, snapshot_samples_per_class: 6}
+eval: {kid_subset_size: 10, kid_subsets: 5, draws: 2}
+evaluator: {epochs: 3}
+tuning: {lr_source: tuned, tasks: [novel], grids: {default: [1.0e-3, 1.0e-2]}, extend: 0, samples_per_class: 12,
+         budget_methods: []}
+runtime: {workers: 1}
+"""
+
+
+def dvc(repo: Path, env: dict[str, str], *args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def plugin_repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """A fresh clone of this project with a VeRA plugin installed into a private site folder and added to
+    params.yaml, a tiny digits suite, and a .venv whose python is this one (nothing activated)."""
+    repo = tmp_path_factory.mktemp("clone")
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if not name.startswith("results/"):
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    (repo / "benchmarks/suite/digits.yaml").write_text(TINY_SUITE)
+    (repo / "params.yaml").write_text("suite: digits\nancestries: {vanilla: kind_bench/methods.py}\n"
+                                      "ancestry_seeds: '0'\nmethods: {vera: artifacts/digits/ancestry/vanilla}\n"
+                                      "tasks: novel\nseeds: '0'\n")
+    (repo / ".venv").symlink_to(Path(sys.executable).parent.parent)  # this environment, not activated
+    site = fake_distribution(repo.parent / f"{repo.name}-site", "kb-vera", {"vera": "kb_vera:Vera"},
+                             {"kb_vera": VERA})
+    for command in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        subprocess.run(["git", *command], cwd=repo, check=True, capture_output=True)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "HOME": str(repo.parent)}
+    return repo, env
+
+
+def test_a_plugin_in_params_yaml_runs_through_dvc_and_reruns_when_its_code_changes(plugin_repo):
+    repo, env = plugin_repo
+    out = dvc(repo, env, "repro", "run@vera")
+    assert "Running stage 'tune@vera'" in out and "Running stage 'run@vera'" in out
+    record = json.loads((repo / "results/runs/digits/vera/vera-novel-0.json").read_text())
+    assert record["run_info"]["status"] == "success", record["run_info"]["error"]
+    assert record["meta_info"]["method_source"] == {"distribution": "kb-vera", "version": "0.1",
+                                                    "entry_point": "kb_vera:Vera"}
+    assert record["run_info"]["config"]["transfer"]["lr"] in (1e-3, 1e-2)  # the tuned rate
+    again = dvc(repo, env, "repro", "run@vera")
+    assert "Running stage 'run@vera'" not in again
+    site = Path(env["PYTHONPATH"])
+    (site / "kb_vera.py").write_text(VERA + "\n# an edit to the plugin's code\n")
+    edited = dvc(repo, env, "repro", "run@vera")
+    assert "Running stage 'run@vera'" in edited and "Running stage 'tune@vera'" in edited

@@ -21,7 +21,7 @@ def run(cfg: Config) -> str:
     from kind_bench.plots import stability_plot
 
     prepared = load_prepared(cfg)
-    train, test, split = prepared.train, prepared.test, prepared.record
+    train, test = prepared.train, prepared.test
     domains = sorted(DOMAINS)
     images = torch.cat([DOMAINS[d](train.images) for d in domains])
     labels = train.labels.repeat(len(domains))
@@ -39,7 +39,7 @@ def run(cfg: Config) -> str:
     stability_plot(stability, cfg.sample.samples_per_class * len(cfg.task.target_classes),
                    base.with_name(base.stem + "_fd_stability.png"))
     used = stability[(stability.dim == ev.feature_dim)]
-    write_json(base, {**report, "feature_dim": ev.feature_dim, "split": split,
+    write_json(base, {**report, "feature_dim": ev.feature_dim,
                       "fd_real_vs_real": {str(int(r.n)): round(r.fd_mean, 4) for r in used.itertuples()}})
     print("evaluator: " + ", ".join(f"{k}={v:.3f}" for k, v in report.items()) + f" -> {evaluator_weights(cfg)}")
     return "success"

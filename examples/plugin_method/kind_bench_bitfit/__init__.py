@@ -2,7 +2,8 @@
 
 What the paper does: fine-tune only the bias terms of a pre-trained transformer.
 What we do: the vanilla DiT ancestry with fresh class-embedding tables; every bias and the class
-embeddings train (new classes need new embeddings). Nothing here is part of kind-bench itself: the class
+embeddings train (new classes need new embeddings), plus the final layer by the suite's option for every
+parameter-efficient method (``transfer.final_layer``). Nothing here is part of kind-bench itself: the class
 is found through the ``kind_bench.methods`` entry point declared in this package's pyproject.toml.
 """
 
@@ -19,9 +20,9 @@ from kind_bench.models import class_embedders
 
 @dataclass
 class BitFitOptions:
-    """Whether the final layer's biases train too (an example of a plugin option)."""
+    """Whether the adaLN modulation's biases train too (an example of a plugin option)."""
 
-    final_layer: bool = True
+    adaln: bool = True
 
 
 class BitFit(Method):
@@ -38,5 +39,5 @@ class BitFit(Method):
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         biases = [p for name, p in model.named_parameters()
-                  if name.endswith(".bias") and (self.options.final_layer or not name.startswith("proj_out"))]
+                  if name.endswith(".bias") and (self.options.adaln or "norm1.linear" not in name)]
         return biases + [emb.embedding_table.weight for emb in class_embedders(model)]

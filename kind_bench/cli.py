@@ -116,10 +116,9 @@ def compose_for(stage: Stage, overrides: list[str]):  # -> Config
 def preflight(stage: Stage, configs: list) -> None:
     """What is knowable before any work: writable outputs, the prepared data, the evaluator, ancestries."""
     from kind_bench.data import load_prepared
-    from kind_bench.io import load_tensors
     from kind_bench.methods import make_method
     from kind_bench.paths import ancestry_weights
-    from kind_bench.stages.common import ensure_writable, pretrain_hint, require_evaluator
+    from kind_bench.stages.common import check_ancestry, ensure_writable, require_evaluator
 
     first = configs[0]
     ensure_writable(first.paths.results)
@@ -133,8 +132,8 @@ def preflight(stage: Stage, configs: list) -> None:
         for cfg in configs:
             ancestry = make_method(cfg).ancestry
             path = ancestry_weights(cfg, ancestry.name) if ancestry is not None else None
-            if path is not None and path not in checked:  # present and intact (checksum), before any work
-                load_tensors(path, f"ancestry checkpoint ({ancestry.name})", hint=pretrain_hint(cfg, ancestry.name))
+            if path is not None and path not in checked:  # present, intact and of this config, before any work
+                check_ancestry(cfg, ancestry.name)
                 checked.add(path)
 
 

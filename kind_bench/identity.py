@@ -57,6 +57,14 @@ def ancestry_digest(config: dict[str, Any]) -> str:
     return digest(kept)
 
 
+def ancestry_identity(config: dict[str, Any], seed: int, data_sha256: str) -> str:
+    """What an ancestry file must record to be used: its config digest, pre-training seed and data checksum.
+
+    (Code is DVC's business: a code change reruns the pretrain stages that depend on it.)
+    """
+    return f"{ancestry_digest(config)}/seed-{seed}/{data_sha256[:16]}"
+
+
 def seedless_digest(config: dict[str, Any]) -> str:
     """The digest that every seed of one (method, task) row must share to be pooled."""
     return digest(config, drop=("seed",))

@@ -48,6 +48,15 @@ def strip_checksum_and_fill(path: Path) -> None:
     save_file({k: torch.full_like(v, 0.5) for k, v in load_file(str(path)).items()}, str(path))
 
 
+def relabel(path: Path) -> None:
+    """An intact file (valid checksum) that says it was pre-trained with another config."""
+    from kind_bench.io import load_metadata, load_tensors, save_tensors
+
+    meta = {**load_metadata(path), "identity": "another-config/seed-0/0"}
+    meta.pop("sha256")
+    save_tensors(path, load_tensors(path), meta)
+
+
 def tamper_header(path: Path) -> None:
     data = bytearray(path.read_bytes())
     size = int.from_bytes(data[:8], "little")
@@ -126,6 +135,8 @@ CASES: list[tuple[str, list[str], str, Setup | None]] = [
     ("weights without a checksum", ["transfer", *KIND], "no checksum in its header",
      lambda r, mp: strip_checksum_and_fill(kind_weights())),
     ("tampered header", ["transfer", *KIND], "is truncated or corrupted", lambda r, mp: tamper_header(kind_weights())),
+    ("an ancestry of another config", ["run", *KIND], "was pre-trained with another config, seed or data",
+     lambda r, mp: relabel(kind_weights())),
     ("missing evaluator before floor", ["floor", "quiet=true"],
      "evaluator weights artifacts/evaluator/digits_cnn.safetensors not found", remove_evaluator),
     ("missing evaluator before training", ["run", *FULL],

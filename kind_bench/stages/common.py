@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kind_bench.config import Config
+from kind_bench.config import Config, as_dict
 from kind_bench.device import pick_device
 from kind_bench.errors import UserError
-from kind_bench.identity import is_canonical_ancestry
-from kind_bench.io import load_module
+from kind_bench.identity import ancestry_identity, is_canonical_ancestry
+from kind_bench.io import load_metadata, load_module, load_tensors
 from kind_bench.methods import Target, make_ancestry
 from kind_bench.models.vae import PixelCodec, VaeCodec, make_codec
 from kind_bench.paths import ancestry_seed, ancestry_weights, evaluator_weights
@@ -41,6 +41,21 @@ def pretrain_hint(cfg: Config, name: str) -> str:
     if is_canonical_ancestry(cfg, name):
         return f"`dvc repro pretrain@{name}` (or `kind-bench pretrain ancestry={name} seed={ancestry_seed(cfg)}`)"
     return f"`kind-bench pretrain ancestry={name} seed={ancestry_seed(cfg)}` with this call's other overrides"
+
+
+def check_ancestry(cfg: Config, name: str) -> str:
+    """The checksum of the ancestry file a cell transfers from, after checking that it is intact (its
+    checksum) and was pre-trained with this config, seed and data; else a one-line error before any work."""
+    from kind_bench.data import load_prepared
+
+    path, what = ancestry_weights(cfg, name), f"ancestry checkpoint ({name})"
+    load_tensors(path, what, hint=pretrain_hint(cfg, name))
+    meta = load_metadata(path, what)
+    expected = ancestry_identity(as_dict(cfg), ancestry_seed(cfg), str(load_prepared(cfg).record["data_sha256"]))
+    if meta.get("identity") != expected:
+        raise UserError(f"{what} {path} was pre-trained with another config, seed or data than this call's: rerun "
+                        f"{pretrain_hint(cfg, name)}")
+    return meta["sha256"]
 
 
 def load_ancestry(cfg: Config, name: str, codec: PixelCodec | VaeCodec, device: torch.device

@@ -19,6 +19,7 @@ from kind_bench.checkpoint import fingerprint
 from kind_bench.config import Config, as_dict
 from kind_bench.data import ancestry_set, load_prepared
 from kind_bench.diffusion import DiffusionObjective
+from kind_bench.identity import ancestry_identity
 from kind_bench.io import load_module, save_module, write_json
 from kind_bench.lock import exclusive
 from kind_bench.methods import Phase, make_ancestry
@@ -60,7 +61,8 @@ def run(cfg: Config) -> str:
                        checkpoint=weights.with_suffix(".resume.safetensors"), fingerprint=tag,
                        on_snapshot=lambda step, m: snapshots.__setitem__(step, {k: v.clone() for k, v
                                                                                 in m.state_dict().items()}))
-        save_module(weights, model, metadata={"ancestry": name, "seed": str(cfg.seed), "fingerprint": tag})
+        identity = ancestry_identity(as_dict(cfg), cfg.seed, str(prepared.record["data_sha256"]))
+        save_module(weights, model, metadata={"ancestry": name, "seed": str(cfg.seed), "identity": identity})
         val = Scorer(ancestry_set(prepared.val, cfg.suite.ancestry_classes).images, cfg.eval, evaluator_weights(cfg),
                      device)
         primary, curve = primary_metric(cfg), {}

@@ -27,8 +27,15 @@ from kind_bench.io import load_metadata, read_json, save_module, write_json
 from kind_bench.lock import exclusive
 from kind_bench.methods import Method, distribution_of, make_method, training_phases
 from kind_bench.models import null_label
-from kind_bench.paths import Cell, ancestry_seed, ancestry_weights, cell_of, lock_path, run_dir, snapshot_path
-from kind_bench.stages.common import descendant_depth, load_ancestry, make_target, pretrain_hint, seed_everything, setup
+from kind_bench.paths import Cell, ancestry_seed, cell_of, lock_path, run_dir, snapshot_path
+from kind_bench.stages.common import (
+    check_ancestry,
+    descendant_depth,
+    load_ancestry,
+    make_target,
+    seed_everything,
+    setup,
+)
 from kind_bench.train import snapshot_schedule, train
 
 
@@ -53,11 +60,7 @@ def inputs(cfg: Config, method: Method) -> list[str]:
     """Checksums of what a cell trains from: the prepared data and, if it has one, its ancestry seed."""
     found = [str(load_prepared(cfg).record["data_sha256"])]
     if method.ancestry is not None:
-        path = ancestry_weights(cfg, method.ancestry.name)
-        if not path.is_file():
-            raise UserError(f"ancestry checkpoint ({method.ancestry.name}) {path} not found: run "
-                            f"{pretrain_hint(cfg, method.ancestry.name)}")
-        found.append(load_metadata(path, f"ancestry checkpoint ({method.ancestry.name})").get("sha256", ""))
+        found.append(check_ancestry(cfg, method.ancestry.name))
     return found
 
 

@@ -4,11 +4,11 @@ What the paper does: freeze a pre-trained DiT except its biases, norms and class
 learnable scale factor gamma (initialised to 1) on each block's residual branches (attention and MLP);
 it also raises the learning rate and places gamma in chosen blocks only.
 
-What we do: the vanilla ancestry with fresh class-embedding tables; every block's attention and MLP
-branch is multiplied by its own gamma (init 1, so the model starts as the ancestry); the biases of every
-linear layer, gamma and the class embeddings train. Deviations: diffusers' DiT has no affine norm
-parameters (adaLN supplies the modulation), so "norms" adds nothing; gamma is in every block; the shared
-learning rate is used (no per-method tuning, by the suite's protocol).
+What we do: the vanilla ancestry with fresh label-specific parameters (class-embedding tables, the ViT's
+head); every block's attention and MLP branch is multiplied by its own gamma (init 1, so the model starts
+as the ancestry); the biases of every linear layer, every affine norm (the ViT's LayerNorms; diffusers'
+DiT has none, adaLN supplies its modulation), gamma and the label parameters train. Deviations: gamma is
+in every block; the learning rate is tuned on validation data like every method's (the paper raises it).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import nn
 
 from kind_bench.inherit import dense_descendant
 from kind_bench.methods import Descendant, Method, Target, Vanilla
-from kind_bench.models import class_embedders
+from kind_bench.models import arch_of, blocks, label_parameters
 
 
 class ScaledBranch(nn.Module):
@@ -39,18 +39,20 @@ class Difffit(Method):
     """Biases + residual scale factors + class embeddings train on the vanilla ancestry."""
 
     name = "difffit"
-    description = "DiffFit: biases, residual scale factors gamma (init 1) and class embeddings train"
+    description = "DiffFit: biases, norms, residual scale factors gamma (init 1) and label parameters train"
     paper = "Xie et al., ICCV 2023 (arXiv 2304.06648)"
     family = "peft"
     ancestry = Vanilla
+    tracks = ("generation", "classification")
 
     def build(self, ancestry: nn.Module | None, target: Target) -> Descendant:
         model, transferred = dense_descendant(ancestry, target)
-        for block in model.transformer_blocks:
-            block.attn1 = ScaledBranch(block.attn1)
-            block.ff = ScaledBranch(block.ff)
+        for block in blocks(model):
+            for branch in arch_of(model).branches:
+                setattr(block, branch, ScaledBranch(getattr(block, branch)))
         return Descendant(model, transferred)
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         picked = [p for name, p in model.named_parameters() if name.endswith((".bias", ".gamma"))]
-        return picked + [emb.embedding_table.weight for emb in class_embedders(model)]
+        norms = [p for m in model.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()]
+        return picked + norms + label_parameters(model)

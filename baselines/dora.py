@@ -17,7 +17,7 @@ class Dora(Lora):
     """LoRA with DoRA's magnitude/direction decomposition."""
 
     name = "dora"
-    description = "DoRA: magnitude + low-rank direction adapters (peft), + class embeddings"
+    description = "DoRA: magnitude + low-rank direction adapters (peft), + label parameters"
     paper = "Liu et al., ICML 2024 (arXiv 2402.09353)"
 
     def peft_config(self, target: Target):

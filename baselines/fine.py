@@ -6,15 +6,16 @@ any depth freezes U and V, gets freshly initialised Sigma_l (its ablation on DiT
 identical 47.8, linear 46.7, trainable 42.7 FID), trains them for about 0.3K steps on little data, then
 trains the whole descendant normally.
 
-What we do: the ``fine`` ancestry factorises the matrix types q, k, v, out, fc1, fc2 (the paper also
-factorises adaLN; we keep the six types KIND decomposes) with r = min(in, out); U, V start from the SVD of
-one block's DiT initialisation and every Sigma_l from its singular values (the blocks start identical);
-biases and all other parameters stay per block. At transfer, U and V are copied; every block gets a fresh
-Sigma_l (``method.sigma_init``: ``random``, |N(0, 1)| scaled to the ancestry's Sigma magnitude, the
-paper's procedure; or ``identical``, the mean of the ancestry's Sigma_l); the other per-block parameters
-come from evenly spaced ancestry blocks; the class-embedding tables are fresh. Then, within the same total
-step budget as every other method, the two phases of the paper's recipe: for the first
-``method.sigma_fraction`` of the steps only Sigma and the class embeddings train (U, V frozen; the final
+What we do: the ``fine`` ancestry factorises the matrix types q, k, v, out, fc1, fc2 (on the ViT its fused
+qkv, proj, fc1, fc2; the paper also factorises adaLN; we keep the types KIND decomposes) with
+r = min(in, out); U, V start from the SVD of one block's initialisation and every Sigma_l from its singular
+values (the blocks start identical); biases and all other parameters stay per block. At transfer, U and V
+are copied; every block gets a fresh Sigma_l (``method.sigma_init``: ``random``, |N(0, 1)| scaled to the
+ancestry's Sigma magnitude, the paper's procedure; or ``identical``, the mean of the ancestry's Sigma_l);
+the other per-block parameters come from evenly spaced ancestry blocks; the label-specific parameters are
+fresh. Then, within the same total step budget as every other method, the two phases of the paper's
+recipe: for the first ``method.sigma_fraction`` of the steps only Sigma and the label parameters train
+(U, V frozen; the final
 layer by the suite's option), then every parameter trains (FINE's "train normally"). Our assumptions: the
 split of the budget (0.25 by default; the paper gives 0.3K steps of an unstated total), and the Sigma phase
 using the same learning rate as the rest. ``sigma_fraction=1`` is the Sigma phase alone.
@@ -30,7 +31,7 @@ from torch import nn
 
 from kind_bench.inherit import block_renamer, copy_parameters
 from kind_bench.methods import Ancestry, Descendant, Method, Phase, Target
-from kind_bench.models import block_linears, build_dit, class_embedders
+from kind_bench.models import block_linears, blocks, build_backbone, is_label_parameter, label_parameters
 
 ROLES = ("q", "k", "v", "out", "fc1", "fc2")
 
@@ -77,14 +78,14 @@ def factorise(model: nn.Module, sigmas: dict[str, list[torch.Tensor]] | None = N
 
 
 class FineAncestry(Ancestry):
-    """A DiT whose q/k/v/out/fc1/fc2 weights share U and V across blocks, with per-block Sigma."""
+    """A backbone whose attention and MLP weights share U and V per matrix type across blocks, with
+    per-block Sigma."""
 
     name = "fine"
-    description = "factorised DiT: U, V shared per matrix type across blocks, Sigma per block"
+    description = "factorised backbone: U, V shared per matrix type across blocks, Sigma per block"
 
     def build(self, target: Target) -> nn.Module:
-        model = build_dit(target.model, target.num_classes, target.in_channels, target.sample_size, target.depth)
-        return factorise(model)
+        return factorise(build_backbone(target))
 
 
 @dataclass
@@ -109,6 +110,7 @@ class Fine(Method):
     paper = "Xie et al., CVPR 2026 (arXiv 2409.19289)"
     family = "learngene"
     ancestry = FineAncestry
+    tracks = ("generation", "classification")
     Options = FineOptions
 
     def unsupported(self, target: Target, ancestry_depth: int) -> str | None:
@@ -116,9 +118,9 @@ class Fine(Method):
 
     def fresh_sigmas(self, ancestry: nn.Module, depth: int) -> dict[str, list[torch.Tensor]]:
         """Per-role, per-block singular values for the descendant."""
-        old: dict[str, list[torch.Tensor]] = {role: [] for role in ROLES}
+        old: dict[str, list[torch.Tensor]] = {}
         for _, role, parent, attr in block_linears(ancestry, ROLES):
-            old[role].append(getattr(parent, attr).sigma.detach())
+            old.setdefault(role, []).append(getattr(parent, attr).sigma.detach())
         out: dict[str, list[torch.Tensor]] = {}
         for role, values in old.items():
             mean = torch.stack(values).mean(0)
@@ -130,8 +132,7 @@ class Fine(Method):
         return out
 
     def build(self, ancestry: nn.Module | None, target: Target) -> Descendant:
-        model = build_dit(target.model, target.num_classes, target.in_channels, target.sample_size, target.depth)
-        model = factorise(model, self.fresh_sigmas(ancestry, target.depth))
+        model = factorise(build_backbone(target), self.fresh_sigmas(ancestry, target.depth))
         transferred = 0
         with torch.no_grad():
             for role, basis in model.fine_bases.items():
@@ -139,15 +140,15 @@ class Fine(Method):
                 basis.V.copy_(ancestry.fine_bases[role].V)
                 transferred += basis.U.numel() + basis.V.numel()
         transferred += copy_parameters(
-            ancestry, model, rename=block_renamer(len(ancestry.transformer_blocks), target.depth),
-            skip=lambda name: name.endswith(".sigma") or "class_embedder" in name or name.startswith("fine_bases"),
+            ancestry, model, rename=block_renamer(len(blocks(ancestry)), target.depth),
+            skip=lambda name: name.endswith(".sigma") or is_label_parameter(name) or name.startswith("fine_bases"),
         )
         return Descendant(model, transferred)
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         """The Sigma phase's parameters: every block's Sigma and the class embeddings."""
         sigmas = [m.sigma for m in model.modules() if isinstance(m, FineLinear)]
-        return sigmas + [emb.embedding_table.weight for emb in class_embedders(model)]
+        return sigmas + label_parameters(model)
 
     def phases(self, model: nn.Module) -> list[Phase]:
         """Sigma first, then everything (the paper's two steps), in one budget."""

@@ -16,11 +16,12 @@ class FullFinetune(Method):
     """Copy the dense ancestry, fresh class embeddings, train all parameters."""
 
     name = "full_finetune"
-    description = "vanilla DiT ancestry, fresh class embeddings, every parameter trains"
+    description = "vanilla ancestry, fresh label parameters, every parameter trains"
     paper = "(standard fine-tuning baseline)"
     family = "baseline"
     ancestry = Vanilla
     trains_everything = True
+    tracks = ("generation", "classification")
 
     def build(self, ancestry: nn.Module | None, target: Target) -> Descendant:
         return Descendant(*dense_descendant(ancestry, target))

@@ -35,7 +35,7 @@ class Lora(PeftMethod):
     """The vanilla ancestry with peft LoRA adapters; adapters and class embeddings train."""
 
     name = "lora"
-    description = "LoRA adapters (peft) on q/k/v/out/fc1/fc2 + class embeddings train"
+    description = "LoRA adapters (peft) on q/k/v/out/fc1/fc2 + label parameters train"
     paper = "Hu et al., ICLR 2022 (arXiv 2106.09685)"
     Options = LoraOptions
 
@@ -44,4 +44,4 @@ class Lora(PeftMethod):
         from peft import LoraConfig
 
         return LoraConfig(r=self.options.rank, lora_alpha=self.options.alpha, lora_dropout=self.options.dropout,
-                          target_modules=target_modules(self.options.targets))
+                          target_modules=target_modules(self.options.targets, target))

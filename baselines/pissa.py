@@ -19,7 +19,7 @@ class Pissa(Lora):
     """LoRA with PiSSA initialisation (residual base weight + principal adapter)."""
 
     name = "pissa"
-    description = "PiSSA: LoRA initialised from the top singular components (peft), + class embeddings"
+    description = "PiSSA: LoRA initialised from the top singular components (peft), + label parameters"
     paper = "Meng et al., NeurIPS 2024 (arXiv 2404.02948)"
 
     def peft_config(self, target: Target):

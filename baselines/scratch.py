@@ -8,7 +8,7 @@ from __future__ import annotations
 from torch import nn
 
 from kind_bench.methods import Descendant, Method, Target
-from kind_bench.models import build_dit
+from kind_bench.models import build_backbone
 
 
 class Scratch(Method):
@@ -20,13 +20,13 @@ class Scratch(Method):
     family = "baseline"
     ancestry = None
     trains_everything = True
+    tracks = ("generation", "classification")
 
     def unsupported(self, target: Target, ancestry_depth: int) -> str | None:
         return None
 
     def build(self, ancestry: nn.Module | None, target: Target) -> Descendant:
-        model = build_dit(target.model, target.num_classes, target.in_channels, target.sample_size, target.depth)
-        return Descendant(model, transferred=0)
+        return Descendant(build_backbone(target), transferred=0)
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         return list(model.parameters())

@@ -4,8 +4,9 @@ What the paper does: take the SVD W = U diag(sigma) V^T of every pre-trained wei
 and learn shifts delta with W' = U diag(ReLU(sigma + delta)) V^T (a few parameters per layer).
 
 What we do: the same on the projections KIND decomposes (``method.targets``: q, k, v, out, fc1, fc2 of
-every block) of the vanilla ancestry; delta starts at 0, so the weights start as the pre-trained ones.
-The class-embedding tables are fresh for the target classes and train. Deviations: the paper shifts
+every block; on the ViT its fused qkv, proj, fc1, fc2) of the vanilla ancestry; delta starts at 0, so the
+weights start as the pre-trained ones. The label-specific parameters (class-embedding tables, the ViT's
+head) are fresh for the target classes and train. Deviations: the paper shifts
 every weight of the UNet (convolutions too); we restrict to the same projections as KIND and LoRA, and
 the biases stay frozen.
 """
@@ -18,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kind_bench.errors import choices_error
 from kind_bench.inherit import dense_descendant
 from kind_bench.methods import Descendant, Method, Target, Vanilla
-from kind_bench.models import LINEAR_ROLES, block_linears, class_embedders
+from kind_bench.models import block_linears, check_roles, label_parameters
 
 
 class SpectralShiftLinear(nn.Module):
@@ -56,16 +56,15 @@ class Svdiff(Method):
     """Spectral shifts on the vanilla ancestry's projections + class embeddings train."""
 
     name = "svdiff"
-    description = "SVDiff: train spectral shifts delta, sigma' = ReLU(sigma + delta), + class embeddings"
+    description = "SVDiff: train spectral shifts delta, sigma' = ReLU(sigma + delta), + label parameters"
     paper = "Han et al., ICCV 2023 (arXiv 2303.11305)"
     family = "peft"
     ancestry = Vanilla
     Options = SvdiffOptions
+    tracks = ("generation", "classification")
 
     def build(self, ancestry: nn.Module | None, target: Target) -> Descendant:
-        for role in self.options.targets:
-            if role not in LINEAR_ROLES:
-                raise choices_error("method.targets", role, tuple(LINEAR_ROLES))
+        check_roles(self.options.targets, "method.targets")
         model, transferred = dense_descendant(ancestry, target)
         for _, _, parent, attr in block_linears(model, self.options.targets):
             setattr(parent, attr, SpectralShiftLinear(getattr(parent, attr)))
@@ -73,4 +72,4 @@ class Svdiff(Method):
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         shifts = [m.delta for m in model.modules() if isinstance(m, SpectralShiftLinear)]
-        return shifts + [emb.embedding_table.weight for emb in class_embedders(model)]
+        return shifts + label_parameters(model)

@@ -4,15 +4,16 @@ What the paper does: an auxiliary model whose every layer is theta_l = theta_A +
 and theta_B shared by all layers, is trained by soft distillation from a large teacher; a descendant of
 any depth L_d is initialised with theta_i = theta_A + (i / L_d) theta_B and fine-tuned without constraint.
 
-What we do: the ``tleg`` ancestry is a DiT in which every ``nn.Linear`` inside a block (attention q/k/v/out,
-MLP fc1/fc2, the adaLN modulation and diffusers' per-block timestep embedder) is theta_A + c_l theta_B with
-c_l = l / L for blocks l = 0..L-1 (the code's (l-1)/L with 1-based l). theta_A starts from the DiT paper's
-initialisation of one block and theta_B at zero. It is **trained on data** with the suite's diffusion loss
-(no distillation: the only teacher here would be the vanilla ancestry, pre-trained with the same budget).
-The descendant's block i takes theta_A + (i / L_d) theta_B for every such linear, copies the
-non-block parameters (patch embedding, output layer), gets fresh class-embedding tables, and trains
-everything. Norms: diffusers' DiT has no affine norm parameters, so there are none to expand; the
-per-block label tables are not expanded (they are reset at transfer anyway).
+What we do: the ``tleg`` ancestry is a backbone in which every ``nn.Linear`` and every affine
+``nn.LayerNorm`` inside a block (its original setting: "every linear and norm parameter"; on the DiT the
+attention and MLP projections, the adaLN modulation and diffusers' per-block timestep embedder, whose
+norms have no affine parameters; on the ViT qkv, proj, fc1, fc2, norm1 and norm2) is theta_A + c_l theta_B
+with c_l = l / L for blocks l = 0..L-1 (the code's (l-1)/L with 1-based l). theta_A starts from one
+block's initialisation and theta_B at zero. It is **trained on data** with the track's loss (no
+distillation: the only teacher here would be the vanilla ancestry, pre-trained with the same budget).
+The descendant's block i takes theta_A + (i / L_d) theta_B for every such parameter, copies the
+non-block parameters (patch embedding, output layer), gets fresh label-specific parameters, and trains
+everything. The DiT's per-block label tables are not expanded (they are reset at transfer anyway).
 """
 
 from __future__ import annotations
@@ -23,42 +24,48 @@ from torch import nn
 
 from kind_bench.inherit import copy_parameters
 from kind_bench.methods import Ancestry, Descendant, Method, Target
-from kind_bench.models import build_dit
+from kind_bench.models import arch_of, blocks, build_backbone, is_label_parameter
 
 
-class LinearPair(nn.Module):
-    """The shared (theta_A, theta_B) of one linear layer position."""
+class ParamPair(nn.Module):
+    """The shared (theta_A, theta_B) of every parameter of one module position (a linear or a norm)."""
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, module: nn.Module) -> None:
         super().__init__()
-        self.weight_a = nn.Parameter(linear.weight.detach().clone())
-        self.weight_b = nn.Parameter(torch.zeros_like(linear.weight))
-        has_bias = linear.bias is not None
-        self.bias_a = nn.Parameter(linear.bias.detach().clone()) if has_bias else None
-        self.bias_b = nn.Parameter(torch.zeros_like(linear.bias)) if has_bias else None
+        own = dict(module.named_parameters(recurse=False))
+        self.names = list(own)
+        self.a = nn.ParameterDict({n: nn.Parameter(p.detach().clone()) for n, p in own.items()})
+        self.b = nn.ParameterDict({n: nn.Parameter(torch.zeros_like(p)) for n, p in own.items()})
 
-    def at(self, c: float) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(weight, bias) = theta_A + c theta_B."""
-        bias = None if self.bias_a is None else self.bias_a + c * self.bias_b
-        return self.weight_a + c * self.weight_b, bias
+    def at(self, c: float) -> dict[str, torch.Tensor]:
+        """Every parameter at coefficient c: theta_A + c theta_B."""
+        return {n: self.a[n] + c * self.b[n] for n in self.names}
 
 
-class ExpandedLinear(nn.Module):
-    """A block's linear layer, computed from the shared pair at this block's coefficient."""
+class Expanded(nn.Module):
+    """A block's linear or norm, computed from its position's shared pair at this block's coefficient."""
 
-    def __init__(self, pair: LinearPair, c: float) -> None:
+    def __init__(self, pair: ParamPair, c: float, template: nn.Module) -> None:
         super().__init__()
         self.__dict__["pair"] = pair  # shared; registered once on the model as tleg_pairs
         self.c = c
+        self.norm = (template.normalized_shape, template.eps) if isinstance(template, nn.LayerNorm) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self.pair.at(self.c)
-        return F.linear(x, weight, bias)
+        params = self.pair.at(self.c)
+        if self.norm is not None:
+            return F.layer_norm(x, self.norm[0], params.get("weight"), params.get("bias"), self.norm[1])
+        return F.linear(x, params["weight"], params.get("bias"))
 
 
-def block_linear_paths(block: nn.Module) -> list[str]:
-    """Qualified names of every nn.Linear inside a DiT block."""
-    return [name for name, module in block.named_modules() if isinstance(module, nn.Linear)]
+def expandable_paths(block: nn.Module) -> list[str]:
+    """Qualified names of every linear and every affine norm inside a block."""
+    return [name for name, module in block.named_modules()
+            if isinstance(module, nn.Linear) or (isinstance(module, nn.LayerNorm) and module.elementwise_affine)]
+
+
+def _key(path: str) -> str:
+    return path.replace(".", "__")
 
 
 def _set(block: nn.Module, path: str, module: nn.Module) -> None:
@@ -67,19 +74,20 @@ def _set(block: nn.Module, path: str, module: nn.Module) -> None:
 
 
 class TlegAncestry(Ancestry):
-    """A DiT whose block linears are theta_A + (l / L) theta_B with shared theta_A, theta_B."""
+    """A backbone whose block linears and norms are theta_A + (l / L) theta_B with shared theta_A, theta_B."""
 
     name = "tleg"
-    description = "linearly expandable DiT: every block linear is theta_A + (l/L) theta_B, trained on data"
+    description = "linearly expandable backbone: every block linear and norm is theta_A + (l/L) theta_B"
 
     def build(self, target: Target) -> nn.Module:
-        model = build_dit(target.model, target.num_classes, target.in_channels, target.sample_size, target.depth)
-        blocks = model.transformer_blocks
-        paths = block_linear_paths(blocks[0])
-        model.tleg_pairs = nn.ModuleDict({p.replace(".", "__"): LinearPair(blocks[0].get_submodule(p)) for p in paths})
-        for index, block in enumerate(blocks):
+        model = build_backbone(target)
+        layers = blocks(model)
+        paths = expandable_paths(layers[0])
+        model.tleg_pairs = nn.ModuleDict({_key(p): ParamPair(layers[0].get_submodule(p)) for p in paths})
+        for index, block in enumerate(layers):
             for path in paths:
-                _set(block, path, ExpandedLinear(model.tleg_pairs[path.replace(".", "__")], index / len(blocks)))
+                pair, template = model.tleg_pairs[_key(path)], block.get_submodule(path)
+                _set(block, path, Expanded(pair, index / len(layers), template))
         return model
 
 
@@ -92,25 +100,24 @@ class Tleg(Method):
     family = "learngene"
     ancestry = TlegAncestry
     trains_everything = True
+    tracks = ("generation", "classification")
 
     def unsupported(self, target: Target, ancestry_depth: int) -> str | None:
         return None  # any depth: that is the point of TLEG
 
     def build(self, ancestry: nn.Module | None, target: Target) -> Descendant:
-        model = build_dit(target.model, target.num_classes, target.in_channels, target.sample_size, target.depth)
+        model = build_backbone(target)
+        block_prefix = arch_of(model).blocks + "."
         transferred = copy_parameters(
-            ancestry, model, skip=lambda name: name.startswith("transformer_blocks") or "class_embedder" in name
+            ancestry, model, skip=lambda name: name.startswith(block_prefix) or is_label_parameter(name)
         )
         with torch.no_grad():
-            for index, block in enumerate(model.transformer_blocks):
-                for path in block_linear_paths(block):
-                    weight, bias = ancestry.tleg_pairs[path.replace(".", "__")].at(index / target.depth)
-                    linear = block.get_submodule(path)
-                    linear.weight.copy_(weight)
-                    transferred += weight.numel()
-                    if bias is not None:
-                        linear.bias.copy_(bias)
-                        transferred += bias.numel()
+            for index, block in enumerate(blocks(model)):
+                for path in expandable_paths(block):
+                    module = block.get_submodule(path)
+                    for name, value in ancestry.tleg_pairs[_key(path)].at(index / target.depth).items():
+                        getattr(module, name).copy_(value)
+                        transferred += value.numel()
         return Descendant(model, transferred)
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:

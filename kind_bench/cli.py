@@ -191,18 +191,20 @@ def run_all(run: Callable[[Any], str | None], configs: list, per_cell: bool) -> 
 
 
 def list_methods() -> None:
-    """Print every registered method: name, ancestry, built-in or plugin, description, paper."""
+    """Print every registered method: name, tracks, ancestry, built-in or plugin, description, paper."""
     from kind_bench.methods import discover
 
     registry, broken = discover()
-    rows = [("name", "ancestry", "source", "description", "paper")]
+    rows = [("name", "tracks", "ancestry", "source", "description", "paper")]
     for name, entry in sorted(registry.items()):
         cls = entry.cls
         origin = "built-in" if entry.builtin else f"plugin ({entry.distribution})"
-        rows.append((name, cls.ancestry.name if cls.ancestry else "-", origin, cls.description, cls.paper or "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        tracks = "+".join("gen" if t == "generation" else "cls" for t in cls.tracks)
+        rows.append((name, tracks, cls.ancestry.name if cls.ancestry else "-", origin, cls.description,
+                     cls.paper or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5])
     for name, error in sorted(broken.items()):
         print(f"{name}: failed to import: {error}", file=sys.stderr)
 

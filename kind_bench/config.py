@@ -93,15 +93,20 @@ class TaskConfig:
 
 @dataclass
 class ModelConfig:
-    """A DiT size preset (diffusers' DiTTransformer2DModel)."""
+    """A backbone size preset: a DiT (diffusers' DiTTransformer2DModel, generation) or a ViT (timm's
+    VisionTransformer, classification; ``timm_name`` is the timm architecture whose defaults these fields
+    override)."""
 
     name: str = "dit_tiny"
+    arch: str = "dit"  # dit | vit
     hidden_size: int = 64
     depth: int = 4
     num_heads: int = 4
     patch_size: int = 2
-    activation: str = "gelu"
-    vae_path: str | None = None  # local diffusers AutoencoderKL folder: run the DiT in its latent space
+    activation: str = "gelu"  # DiT only
+    mlp_ratio: float = 4.0  # ViT only (the DiT's is fixed at 4)
+    timm_name: str | None = None  # ViT only
+    vae_path: str | None = None  # DiT only: a local diffusers AutoencoderKL folder (latent space)
 
 
 @dataclass
@@ -224,6 +229,7 @@ class Config:
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    track: str = "generation"  # generation (DiT, sampled-image metrics) | classification (ViT, top-1)
     seed: int = 0
     quiet: bool = False
     namespace: str | None = None  # where a cell's files go; None: `runs` if published, else `adhoc/<digest>`
@@ -391,14 +397,24 @@ def _validate_data(data: DataConfig) -> None:
         _require(Path(data.root).is_dir(), f"data.root={data.root}: no such directory")
 
 
+TRACK_ARCH = {"generation": "dit", "classification": "vit"}
+
+
 def _validate_model(cfg: Config) -> None:
     model = cfg.model
+    if cfg.track not in TRACK_ARCH:
+        raise choices_error("track", cfg.track, tuple(TRACK_ARCH))
+    _require(model.arch == TRACK_ARCH[cfg.track],
+             f"model={model.name} is a {model.arch} backbone; the {cfg.track} track needs a {TRACK_ARCH[cfg.track]} "
+             f"(pick a model whose arch is {TRACK_ARCH[cfg.track]})")
+    _require(model.arch == "dit" or model.vae_path is None, "model.vae_path is for the DiT (generation) only")
     _require(model.depth >= 1 and model.hidden_size >= 1 and model.num_heads >= 1 and model.patch_size >= 1,
              "model.depth, model.hidden_size, model.num_heads and model.patch_size must be positive")
     _require(model.hidden_size % model.num_heads == 0,
              f"model.hidden_size={model.hidden_size} is not divisible by model.num_heads={model.num_heads}")
     if model.activation not in ACTIVATIONS:
         raise choices_error("model.activation", model.activation, ACTIVATIONS)
+    _finite("model.mlp_ratio", model.mlp_ratio, 0)
     if model.vae_path is not None:
         _require(Path(model.vae_path).is_dir(), f"model.vae_path={model.vae_path}: no such directory")
     else:

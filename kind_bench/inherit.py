@@ -34,15 +34,15 @@ def copy_parameters(
 
 
 def dense_descendant(ancestry: nn.Module, target) -> tuple[nn.Module, int]:
-    """A fresh DiT for ``target`` holding every ancestry parameter except the class embeddings.
+    """A fresh backbone for ``target`` holding every ancestry parameter except the label-specific ones.
 
-    The per-block label tables are left freshly initialised: the target labels mean different things.
-    Returns the model and the number of parameter elements copied.
+    The DiT's per-block label tables and the ViT's head are left freshly initialised: the target labels
+    mean different things. Returns the model and the number of parameter elements copied.
     """
-    from kind_bench.models import build_dit
+    from kind_bench.models import build_backbone, is_label_parameter
 
-    model = build_dit(target.model, target.num_classes, target.in_channels, target.sample_size, target.depth)
-    return model, copy_parameters(ancestry, model, skip=lambda name: "class_embedder" in name)
+    model = build_backbone(target)
+    return model, copy_parameters(ancestry, model, skip=is_label_parameter)
 
 
 def block_map(source_depth: int, target_depth: int) -> list[int]:
@@ -58,7 +58,7 @@ def block_renamer(source_depth: int, target_depth: int) -> Callable[[str], str]:
 
     def rename(name: str) -> str:
         parts = name.split(".")
-        if parts[0] == "transformer_blocks":
+        if parts[0] in ("transformer_blocks", "blocks"):
             parts[1] = str(mapping[int(parts[1])])
         return ".".join(parts)
 
@@ -66,10 +66,10 @@ def block_renamer(source_depth: int, target_depth: int) -> Callable[[str], str]:
 
 
 def copy_blocks(source: nn.Module, target: nn.Module, pairs: dict[int, int]) -> int:
-    """Copy whole DiT blocks ``{target index: source index}``, except their class-embedding tables."""
+    """Copy whole blocks ``{target index: source index}``, except their label-specific parameters."""
+    from kind_bench.models import blocks, is_label_parameter
+
     copied = 0
     for dst, src in pairs.items():
-        copied += copy_parameters(
-            source.transformer_blocks[src], target.transformer_blocks[dst], skip=lambda name: "class_embedder" in name
-        )
+        copied += copy_parameters(blocks(source)[src], blocks(target)[dst], skip=is_label_parameter)
     return copied

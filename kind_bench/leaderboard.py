@@ -41,11 +41,11 @@ from kind_bench.paths import leaderboard_dir, published_results
 from kind_bench.results import REFERENCE_ROW
 from kind_bench.stats import holm, mean_interval, p_best, paired_test
 
-BUDGET_METRICS = ("fd_digits", "fid", "class_accuracy")
+BUDGET_METRICS = ("fd_digits", "fid", "class_accuracy", "top1")
 COST_COLUMNS = ("trainable_params", "transferred_params", "total_params", "task_bytes", "flops_per_step",
-                "flops_per_sample", "steps", "train_time_s", "eval_time_s", "peak_memory_mb")
+                "flops_per_sample", "steps", "depth", "train_time_s", "eval_time_s", "peak_memory_mb")
 INTEGER_COLUMNS = ("n_seeds", "rank", "trainable_params", "transferred_params", "total_params", "task_bytes",
-                   "flops_per_step", "flops_per_sample", "steps")
+                   "flops_per_step", "flops_per_sample", "steps", "depth")
 DECIMALS = 4
 REQUIRED = {"run_info": ("method", "task", "seed", "status"), "train_info": (), "metrics": ()}
 
@@ -65,15 +65,18 @@ def _listing(value: object) -> tuple[str, ...]:
 
 
 def expected_grid(cfg: Config, params: Path = Path("params.yaml")) -> Grid | None:
-    """The DVC grid in ``params.yaml`` (methods, tasks, seeds), if it describes this suite."""
+    """The DVC grid in ``params.yaml`` (methods, tasks, seeds) of this suite: the top level, or a section
+    (such as ``classification``) whose ``suite`` is this one."""
     import yaml
 
     if not params.is_file():
         return None
     data = yaml.safe_load(params.read_text()) or {}
-    if data.get("suite") != cfg.suite.name or not {"methods", "tasks", "seeds"} <= set(data):
+    sections = [data, *(v for v in data.values() if isinstance(v, dict))]
+    found = next((d for d in sections if d.get("suite") == cfg.suite.name), None)
+    if found is None or not {"methods", "tasks", "seeds"} <= set(found):
         return None
-    return Grid(_listing(data["methods"]), _listing(data["tasks"]), tuple(int(s) for s in _listing(data["seeds"])))
+    return Grid(_listing(found["methods"]), _listing(found["tasks"]), tuple(int(s) for s in _listing(found["seeds"])))
 
 
 def budget_key(metric: str, fraction: str) -> str:
@@ -378,6 +381,39 @@ def task_metrics(table: pd.DataFrame, primary: str) -> dict[str, dict[str, float
     return out
 
 
+def size_table(table: pd.DataFrame, primary: str) -> pd.DataFrame:
+    """The descendant-size view: for every method that ran a shallower descendant, its primary metric and
+    inherited parameters at each depth (the full-depth row is the ``novel`` task)."""
+    apart = set(table.task[table.apart])
+    methods = set(table.method[table.apart & (table.status == "success")])
+    rows = table[table.method.isin(methods) & (table.task.isin(apart) | (table.task == "novel"))
+                 & (table.status == "success")]
+    columns = ["method", "task", "depth", primary, f"{primary}_ci_low", f"{primary}_ci_high", "transferred_params",
+               "trainable_params"]
+    return rows[columns].sort_values(["method", "depth"]).reset_index(drop=True)
+
+
+def size_markdown(sizes: pd.DataFrame, suite: str, primary: str) -> str:
+    """The descendant-size table: depth x method, primary metric [95% CI] and parameters inherited."""
+    lines = [f"# Descendant sizes: {suite}", "",
+             f"{primary} mean [95% CI] by descendant depth; in brackets after it, the parameters inherited from "
+             "the ancestry (scratch inherits none).", "",
+             "| method | " + " | ".join(f"depth {int(d)}" for d in sorted(sizes.depth.unique())) + " |",
+             "|:--|" + ":--|" * sizes.depth.nunique()]
+    for method, rows in sizes.groupby("method"):
+        by_depth = rows.set_index("depth")
+        cells = []
+        for depth in sorted(sizes.depth.unique()):
+            if depth not in by_depth.index:
+                cells.append("")
+                continue
+            r = by_depth.loc[depth]
+            cells.append(f"{r[primary]:.3f} [{r[f'{primary}_ci_low']:.3f}, {r[f'{primary}_ci_high']:.3f}] "
+                         f"({int(r.transferred_params):,})")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def clean_leftovers(folder: Path) -> None:
     """Remove temporary files and folders an interrupted build left behind."""
     for path in folder.glob(".*") if folder.is_dir() else ():
@@ -398,7 +434,7 @@ def publish(staging: Path, targets: dict[str, Path]) -> None:
 def run(cfg: Config) -> str:
     """Write the suite's leaderboard files together; exit 1 (after writing) when the grid is incomplete."""
     from kind_bench.findings import findings_markdown
-    from kind_bench.plots import convergence_plot, pareto_plot
+    from kind_bench.plots import convergence_plot, pareto_plot, size_plot
 
     runs = load_runs(published_results(cfg))
     check_pooling(runs)
@@ -420,6 +456,12 @@ def run(cfg: Config) -> str:
         (staging / f"{suite}_findings.md").write_text(findings_markdown(cfg, runs, table))
         pareto_plot(table, staging / f"{suite}_pareto.png")
         convergence_plot(table, staging / f"{suite}_convergence.png")
+        if primary and table.apart.any():
+            sizes = size_table(table, primary)
+            format_table(sizes).to_csv(staging / f"{suite}_sizes.csv", index=False)
+            (staging / f"{suite}_sizes.md").write_text(size_markdown(sizes, suite, primary))
+            size_plot(sizes, primary, staging / f"{suite}_sizes.png")
+            targets.update({f"{suite}_sizes{ext}": out / f"{suite}_sizes{ext}" for ext in (".csv", ".md", ".png")})
         metrics_dir = Path(cfg.paths.results) / "metrics" / suite
         for task, values in (task_metrics(table, primary) if primary else {}).items():
             (staging / f"metrics-{task}.json").write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")

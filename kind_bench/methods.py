@@ -31,7 +31,8 @@ class NoOptions:
 
 @dataclass(frozen=True)
 class Target:
-    """What a descendant must fit: the target task's class count and the model it should have."""
+    """What a descendant must fit: the target task's class count and the model it should have (its
+    ``model.arch`` says the track's backbone)."""
 
     num_classes: int
     depth: int
@@ -82,15 +83,15 @@ class Ancestry:
 
 
 class Vanilla(Ancestry):
-    """A plain dense DiT."""
+    """A plain dense backbone (DiT or ViT)."""
 
     name = "vanilla"
-    description = "dense DiT pre-trained on the ancestry classes"
+    description = "dense backbone pre-trained on the ancestry classes"
 
     def build(self, target: Target) -> nn.Module:
-        from kind_bench.models import build_dit
+        from kind_bench.models import build_backbone
 
-        return build_dit(target.model, target.num_classes, target.in_channels, target.sample_size, target.depth)
+        return build_backbone(target)
 
 
 class Method:
@@ -101,8 +102,12 @@ class Method:
     paper: ClassVar[str] = ""
     ancestry: ClassVar[type[Ancestry] | None] = None
     Options: ClassVar[type] = NoOptions
+    #: the tracks it can build for: generation (DiT) and/or classification (ViT)
+    tracks: ClassVar[tuple[str, ...]] = ("generation",)
     #: every parameter trains, so the suite's final-layer option (``transfer.final_layer``) does not apply
     trains_everything: ClassVar[bool] = False
+    #: False for a method whose definition fixes its head (a linear probe): the option does not apply either
+    final_layer_option: ClassVar[bool] = True
     #: what the generated findings compare it as: kind | peft | learngene | baseline (anything else: not compared)
     family: ClassVar[str] = "other"
 
@@ -141,7 +146,7 @@ def training_phases(method: Method, model: nn.Module, final_layer: bool) -> list
     phases = []
     for phase in method.phases(model):
         params = unique(phase.params)
-        if not method.trains_everything:
+        if method.final_layer_option and not method.trains_everything:
             params = unique(params + head) if final_layer else [p for p in params if all(p is not h for h in head)]
         phases.append(Phase(phase.until, params))
     if not phases or phases[-1].until != 1.0 or any(a.until >= b.until for a, b in pairwise(phases)):
@@ -281,6 +286,8 @@ def compose_cell(overrides: list[str], resolve_lr: bool = True) -> Config:
         rest = [o for o in rest if _key(o) != "ancestry"]
         selected += _group_defaults("ancestry", cls.ancestry.name, cls.ancestry.Options)
     cfg = compose([*selected, *rest])
+    if cfg.track not in cls.tracks:
+        raise UserError(f"method={cls.name} supports the {' and '.join(cls.tracks)} track(s), not track={cfg.track}")
     if resolve_lr and cfg.tuning.lr_source == "tuned" and not any(_key(o) == "transfer.lr" for o in rest):
         from kind_bench.tuning import chosen_lr
 

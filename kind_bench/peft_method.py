@@ -4,8 +4,9 @@ rest of peft from a plugin. A subclass only says which peft config it wants.
 The tuner is applied with ``peft.get_peft_model``, the general entry point (``inject_adapter_in_model``
 refuses tuners with shared state, such as VeRA). What trains is exactly the tuner's adapter parameters
 (each tuner layer names them in ``adapter_layer_names``, e.g. LoRA's A, B and DoRA's magnitudes, VeRA's
-scaling vectors), plus the fresh class embeddings (the target labels are new) and, by the suite's
-option, the final layer.
+scaling vectors), plus the fresh label-specific parameters (the DiT's class embeddings, the ViT's head)
+and, by the suite's option, the final layer. Plugins default to the generation track; a subclass may
+declare ``tracks`` as this base class does.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from kind_bench.errors import choices_error
 from kind_bench.inherit import dense_descendant
 from kind_bench.methods import Descendant, Method, Target, Vanilla
-from kind_bench.models import LINEAR_ROLES, class_embedders
+from kind_bench.models import ARCHS, check_roles, label_parameters, role_paths
 
 
 def adapter_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -39,6 +39,7 @@ class PeftMethod(Method):
 
     ancestry: ClassVar = Vanilla
     family: ClassVar[str] = "peft"
+    tracks: ClassVar[tuple[str, ...]] = ("generation", "classification")
 
     def peft_config(self, target: Target) -> Any:  # -> peft.PeftConfig
         """The tuner's config (its target modules should be among :func:`target_modules`)."""
@@ -51,12 +52,11 @@ class PeftMethod(Method):
         return Descendant(get_peft_model(model, self.peft_config(target)), transferred)
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
-        return adapter_parameters(model) + [emb.embedding_table.weight for emb in class_embedders(model)]
+        return adapter_parameters(model) + label_parameters(model)
 
 
-def target_modules(roles: list[str], key: str = "method.targets") -> list[str]:
-    """peft ``target_modules`` for the block projections named by ``roles`` (q, k, v, out, fc1, fc2)."""
-    for role in roles:
-        if role not in LINEAR_ROLES:
-            raise choices_error(key, role, tuple(LINEAR_ROLES))
-    return [LINEAR_ROLES[role] for role in roles]
+def target_modules(roles: list[str], target: Target, key: str = "method.targets") -> list[str]:
+    """peft ``target_modules`` for the block projections named by ``roles`` (q, k, v, out, fc1, fc2) on the
+    target's backbone (on the ViT, q, k and v are its one fused qkv projection)."""
+    check_roles(roles, key)
+    return [path for _, path in role_paths(ARCHS[target.model.arch], roles)]

@@ -95,7 +95,8 @@ def convergence_plot(table: pd.DataFrame, path: Path) -> None:
         steps = rows.steps.dropna()
         ax.set_xlabel(f"% of transfer steps ({int(steps.iloc[0])} = 100%)" if len(steps) else "% of transfer steps")
         ax.set_ylabel(f"{metric} ({DIRECTION[metric]} is better)")
-        ax.set_yscale("log")
+        if DIRECTION[metric] == "lower":
+            ax.set_yscale("log")
         ax.legend(fontsize=6, ncol=2)
     _save(fig, path)
 
@@ -170,4 +171,21 @@ def budget_plot(rows: pd.DataFrame, rates: dict[str, float], steps: int, path: P
         ax.set_xlabel("transfer steps (separate runs)")
         ax.set_ylabel("validation score (lower is better)")
         ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def size_plot(sizes: pd.DataFrame, metric: str, path: Path) -> None:
+    """The primary metric against the parameters inherited, one line per method through its depths."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, rows in sizes.groupby("method"):
+        rows = rows.sort_values("depth")
+        err = [rows[metric] - rows[f"{metric}_ci_low"], rows[f"{metric}_ci_high"] - rows[metric]]
+        inherited = rows.transferred_params.clip(lower=1)  # scratch inherits nothing: drawn at 1
+        ax.errorbar(inherited, rows[metric], yerr=[e.fillna(0) for e in err], marker="o", capsize=3, label=method)
+        for (_, r), x in zip(rows.iterrows(), inherited, strict=True):
+            ax.annotate(f"d{int(r.depth)}", (x, r[metric]), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters inherited from the ancestry (scratch: none, drawn at 1)")
+    ax.set_ylabel(f"{metric} ({DIRECTION[metric]} is better)")
+    ax.legend(fontsize=7)
     _save(fig, path)

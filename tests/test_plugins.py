@@ -126,7 +126,7 @@ class Vera(PeftMethod):
     def peft_config(self, target):
         from peft import VeraConfig
 
-        return VeraConfig(r=self.options.rank, target_modules=target_modules(["q", "v"]))
+        return VeraConfig(r=self.options.rank, target_modules=target_modules(["q", "v"], target))
 '''
 
 TINY_SUITE = """# @package _global_

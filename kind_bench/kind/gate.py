@@ -14,6 +14,8 @@ every class. Our assumptions (the paper does not pin them down; each is an ances
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -21,6 +23,8 @@ from torch import nn
 
 ASSIGNMENTS = ("block", "disjoint", "random")
 NULL_TAILORS = ("none", "all", "own")
+#: how a model's gate opens: by each sample's label, every tailor always, or by the predicted class
+GATE_MODES = ("label", "open", "predicted")
 
 
 def gate_masks(num_classes: int, n_tailors: int, per_class: int, assignment: str, seed: int,
@@ -59,10 +63,20 @@ class ClassGate(nn.Module):
     """
 
     def __init__(self, num_classes: int, n_tailors: int, per_class: int, assignment: str, seed: int,
-                 null_tailors: str = "none") -> None:
+                 null_tailors: str = "none", mode: str = "label") -> None:
         super().__init__()
-        self.register_buffer("mask", gate_masks(num_classes, n_tailors, per_class, assignment, seed, null_tailors))
+        if mode not in GATE_MODES:
+            raise ValueError(f"mode={mode!r} is not one of {GATE_MODES}")
+        masks = gate_masks(num_classes, n_tailors, per_class, assignment, seed, null_tailors) if n_tailors else \
+            torch.zeros(num_classes + 1, 0)
+        self.register_buffer("mask", torch.ones_like(masks) if mode == "open" else masks)
+        self.mode = mode
         self.active: torch.Tensor | None = None
+
+    @property
+    def open_all(self) -> bool:
+        """Every tailor is open for every sample (no label needed)."""
+        return self.mode == "open"
 
     @property
     def num_classes(self) -> int:
@@ -72,6 +86,16 @@ class ClassGate(nn.Module):
     def set_labels(self, labels: torch.Tensor) -> None:
         """Select the per-sample masks, shape (B, n_tailors), for the next forward pass."""
         self.active = self.mask[labels]
+
+    @contextmanager
+    def labels(self, labels: torch.Tensor) -> Iterator[None]:
+        """Open each sample's tailors for the forward passes inside the block (a no-op for an open gate)."""
+        if not self.open_all:
+            self.set_labels(labels)
+        try:
+            yield
+        finally:
+            self.active = None
 
     def capture(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Forward pre-hook for ``DiTTransformer2DModel.forward(hidden_states, timestep, class_labels)``."""

@@ -101,6 +101,8 @@ class KindLinear(nn.Module):
         y = F.linear(x, self.learngene_weight(), self.bias)
         if self.n_tailors == 0:
             return y
+        if self.gate.open_all:
+            return y + ((x @ self.V_T) * self.sigma_T) @ self.U_T.T
         active = self.gate.active
         if active is None or active.shape[0] != x.shape[0]:
             raise RuntimeError("KindLinear needs the batch's class labels: call it through the model's forward")

@@ -27,6 +27,7 @@ Our assumptions (the paper does not pin these down; each is a config value):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -34,9 +35,9 @@ from torch import nn
 from kind_bench.errors import UserError, choices_error
 from kind_bench.inherit import block_renamer, copy_parameters
 from kind_bench.kind.decompose import decompose, kind_layers
-from kind_bench.kind.gate import ASSIGNMENTS, NULL_TAILORS, ClassGate
+from kind_bench.kind.gate import ASSIGNMENTS, GATE_MODES, NULL_TAILORS, ClassGate
 from kind_bench.methods import Ancestry, Descendant, Method, Target
-from kind_bench.models import LINEAR_ROLES, build_dit, class_embedders
+from kind_bench.models import arch_of, blocks, build_backbone, check_roles, is_label_parameter, label_parameters
 
 TAILOR_PARAMS = ("U_T", "sigma_T", "V_T")
 LEARNGENE_PARAMS = ("U_G", "sigma_G", "V_G")
@@ -55,73 +56,104 @@ class KindAncestryOptions:
 
 
 def _check(options: KindAncestryOptions, model_rank: int) -> None:
-    for role in options.layers:
-        if role not in LINEAR_ROLES:
-            raise choices_error("ancestry.layers", role, tuple(LINEAR_ROLES))
+    check_roles(options.layers, "ancestry.layers")
     if options.assignment not in ASSIGNMENTS:
         raise choices_error("ancestry.assignment", options.assignment, ASSIGNMENTS)
     if options.null_tailors not in NULL_TAILORS:
         raise choices_error("ancestry.null_tailors", options.null_tailors, NULL_TAILORS)
-    if not 0 < options.n_tailors < model_rank:
+    if not 0 <= options.n_tailors < model_rank:  # 0: a learngenes-only descendant (the ancestry needs >= 1)
         raise UserError(f"ancestry.n_tailors={options.n_tailors} must be in [1, {model_rank}): the decomposed "
                         f"layers have rank {model_rank} (model.hidden_size) and need at least one learngene")
-    if not 0 < options.tailors_per_class <= options.n_tailors:
+    if options.n_tailors and not 0 < options.tailors_per_class <= options.n_tailors:
         raise UserError(f"ancestry.tailors_per_class={options.tailors_per_class} must be in "
                         f"[1, ancestry.n_tailors={options.n_tailors}]")
 
 
-def build_kind_model(options: KindAncestryOptions, target: Target) -> nn.Module:
-    """A fresh decomposed DiT with a class gate for ``target.num_classes`` classes."""
+def build_kind_model(options: KindAncestryOptions, target: Target, gate_mode: str = "label") -> nn.Module:
+    """A fresh decomposed backbone with a class gate for ``target.num_classes`` classes.
+
+    ``gate_mode``: ``label`` (each sample opens its class's tailors: the paper's gate), ``open`` (every
+    tailor open, no label needed: the classification descendant) or ``predicted`` (the class a first,
+    learngenes-only pass predicts opens its tailors; trained with the true label).
+    """
     _check(options, target.model.hidden_size)
-    dit = build_dit(target.model, target.num_classes, target.in_channels, target.sample_size, target.depth)
+    backbone = build_backbone(target)
     slots = target.num_classes + (options.null_tailors == "own")
     if options.assignment == "disjoint" and options.n_tailors < slots:
         raise UserError(f"ancestry.assignment=disjoint needs ancestry.n_tailors >= {slots} (one per class), "
                         f"not {options.n_tailors}")
-    gate = ClassGate(target.num_classes, options.n_tailors, options.tailors_per_class, options.assignment,
-                     options.gate_seed, options.null_tailors)
-    model = decompose(dit, list(options.layers), options.n_tailors, gate)
+    gate = ClassGate(target.num_classes, options.n_tailors, max(1, options.tailors_per_class), options.assignment,
+                     options.gate_seed, options.null_tailors, mode=gate_mode)
+    model = decompose(backbone, list(options.layers), options.n_tailors, gate)
     model.kind_options = options  # how it was built, so a descendant can be built the same way
     return model
 
 
 class KindAncestry(Ancestry):
-    """A DiT whose block linears are learngene + tailor components, pre-trained with the class gate."""
+    """A backbone whose block linears are learngene + tailor components, pre-trained with the class gate."""
 
     name = "kind"
-    description = "decomposed DiT (learngenes + gated tailors) pre-trained on the ancestry classes"
+    description = "decomposed backbone (learngenes + gated tailors) pre-trained on the ancestry classes"
     Options = KindAncestryOptions
 
     def build(self, target: Target) -> nn.Module:
+        if self.options.n_tailors < 1:
+            raise UserError(f"ancestry.n_tailors={self.options.n_tailors} must be in [1, {target.model.hidden_size})")
         return build_kind_model(self.options, target)
 
 
 @dataclass
 class KindOptions:
-    """What trains when KIND transfers."""
+    """What the descendant inherits, how its gate opens, and what trains when KIND transfers."""
 
     freeze_learngenes: bool = True
-    train_adaln: bool = False
+    train_adaln: bool = False  # the DiT's adaLN modulation (the ViT has none)
+    gate: str = "auto"  # auto (generation: label; classification: open) | label | open | predicted
+    inherit_tailors: bool = False  # keep the ancestry's tailors (then they train) instead of fresh ones
+    tailors: int | None = None  # the descendant's N_T (None: the ancestry's; 0: learngenes only)
+
+    def __post_init__(self) -> None:
+        if self.gate not in ("auto", *GATE_MODES):
+            raise ValueError(f"gate={self.gate!r} is not one of: auto, {', '.join(GATE_MODES)}")
+        if self.tailors is not None and self.tailors < 0:
+            raise ValueError(f"tailors={self.tailors} must be >= 0")
+        if self.inherit_tailors and self.tailors is not None:
+            raise ValueError("inherit_tailors keeps the ancestry's tailors: leave tailors unset")
 
 
 class Kind(Method):
-    """Inherit the learngenes; fresh tailors, gate and class embeddings; train a small part."""
+    """Inherit the learngenes; fresh tailors, gate and label parameters; train a small part."""
 
     name = "kind"
-    description = "KIND: inherit learngenes, train fresh class-gated tailors + class embeddings"
+    description = "KIND: inherit learngenes, train fresh class-gated tailors + label parameters"
     paper = "Xie et al., ICML 2025 (arXiv 2408.07337)"
     family = "kind"
     ancestry = KindAncestry
     Options = KindOptions
+    tracks = ("generation", "classification")
 
     def unsupported(self, target: Target, ancestry_depth: int) -> str | None:
         return None  # a shallower descendant recombines the components of evenly spaced blocks
 
+    def gate_mode(self, target: Target) -> str:
+        """The descendant's gate: the label on the DiT (guidance needs it), ``open`` by default on the ViT."""
+        mode = self.options.gate
+        if target.model.arch == "dit":
+            if mode not in ("auto", "label"):
+                raise UserError(f"method.gate={mode}: the generation track's gate is opened by the class label")
+            return "label"
+        return "open" if mode == "auto" else mode
+
     def build(self, ancestry: nn.Module | None, target: Target) -> Descendant:
-        model = build_kind_model(ancestry.kind_options, target)
+        options = ancestry.kind_options
+        if self.options.tailors is not None:
+            options = dataclasses.replace(options, n_tailors=self.options.tailors,
+                                          tailors_per_class=min(options.tailors_per_class, self.options.tailors))
+        model = build_kind_model(options, target, self.gate_mode(target))
+        fresh = () if self.options.inherit_tailors else TAILOR_PARAMS
         transferred = copy_parameters(
-            ancestry, model, rename=block_renamer(len(ancestry.transformer_blocks), target.depth),
-            skip=lambda name: name.endswith(TAILOR_PARAMS) or "class_embedder" in name,
+            ancestry, model, rename=block_renamer(len(blocks(ancestry)), target.depth),
+            skip=lambda name: is_label_parameter(name) or (bool(fresh) and name.endswith(fresh)),
         )
         return Descendant(model, transferred)
 
@@ -131,7 +163,7 @@ class Kind(Method):
             params += [layer.U_T, layer.sigma_T, layer.V_T]
             if not self.options.freeze_learngenes:
                 params += [layer.U_G, layer.sigma_G, layer.V_G]
-        params += [emb.embedding_table.weight for emb in class_embedders(model)]
-        if self.options.train_adaln:
-            params += [p for block in model.transformer_blocks for p in block.norm1.linear.parameters()]
+        params += label_parameters(model)
+        if self.options.train_adaln and arch_of(model).name == "dit":
+            params += [p for block in blocks(model) for p in block.norm1.linear.parameters()]
         return params

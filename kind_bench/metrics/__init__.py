@@ -7,6 +7,7 @@ the ancestry's classes score *above* real data (5.2-5.6 against 5.04 on ``novel`
 issue), so a higher IS is not better here. ``is_gap`` (|IS - IS of the reference images|) is the
 directed version. Precision rewards fidelity alone (a collapsed sampler that repeats one good image
 scores well on it); FD, KID and recall also penalise a lack of diversity (``tests/test_metrics.py``).
+Classification: top-1 accuracy (primary), negative log-likelihood and expected calibration error.
 """
 
 from __future__ import annotations
@@ -25,16 +26,19 @@ DIRECTION: dict[str, str | None] = {
     "is_gap": "lower",
     "precision": "higher",
     "recall": "higher",
+    "top1": "higher",
+    "nll": "lower",
+    "ece": "lower",
 }
 
 
-#: the metric that ranks methods, per feature extractor
-PRIMARY: dict[str, str] = {"digits_cnn": "fd_digits", "inception-v3-compat": "fid"}
+#: the metric that ranks methods: per feature extractor for generation, top-1 for classification
+PRIMARY: dict[str, str] = {"digits_cnn": "fd_digits", "inception-v3-compat": "fid", "classification": "top1"}
 
 
 def primary_metric(cfg) -> str:  # cfg: kind_bench.config.Config
-    """The ranking metric of a config's evaluation (the Frechet distance on its extractor)."""
-    return PRIMARY[cfg.eval.feature_extractor]
+    """The ranking metric of a config's evaluation (the Frechet distance on its extractor, or top-1)."""
+    return PRIMARY["classification" if cfg.track == "classification" else cfg.eval.feature_extractor]
 
 
 def better(metric: str) -> str | None:

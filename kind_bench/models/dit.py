@@ -12,22 +12,10 @@ L/2 widths and depths). Two things diffusers does not do for a from-scratch mode
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 from torch import nn
 
 from kind_bench.config import ModelConfig
-
-#: The linear layers of a DiT block by role, as paths inside diffusers' ``BasicTransformerBlock``.
-LINEAR_ROLES: dict[str, str] = {
-    "q": "attn1.to_q",
-    "k": "attn1.to_k",
-    "v": "attn1.to_v",
-    "out": "attn1.to_out.0",
-    "fc1": "ff.net.0.proj",
-    "fc2": "ff.net.2",
-}
 
 
 def build_dit(
@@ -82,40 +70,6 @@ def class_embedders(dit: nn.Module) -> list[nn.Module]:
     return [block.norm1.emb.class_embedder for block in dit.transformer_blocks]
 
 
-def final_layer_parameters(dit: nn.Module) -> list[nn.Parameter]:
-    """The final layer: the output adaLN modulation and projection (DiT's ``FinalLayer``)."""
-    return [*dit.proj_out_1.parameters(), *dit.proj_out_2.parameters()]
-
-
 def null_label(dit: nn.Module) -> int:
     """The label index that means 'no class' (classifier-free guidance)."""
     return int(class_embedders(dit)[0].num_classes)
-
-
-@torch.no_grad()
-def reset_class_embeddings(dit: nn.Module, num_classes: int) -> int:
-    """Give every block a fresh N(0, 0.02) label table for ``num_classes`` classes plus null.
-
-    Returns the number of parameters that were replaced.
-    """
-    replaced = 0
-    for embedder in class_embedders(dit):
-        old = embedder.embedding_table
-        table = nn.Embedding(num_classes + 1, old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
-        nn.init.normal_(table.weight, std=0.02)
-        embedder.embedding_table = table
-        embedder.num_classes = num_classes
-        replaced += table.weight.numel()
-    dit.register_to_config(num_embeds_ada_norm=num_classes)
-    return replaced
-
-
-def block_linears(dit: nn.Module, roles: list[str] | tuple[str, ...]) -> Iterator[tuple[int, str, nn.Module, str]]:
-    """Yield ``(block index, role, parent module, attribute)`` for each selected block linear."""
-    for index, block in enumerate(dit.transformer_blocks):
-        for role in roles:
-            *parents, attr = LINEAR_ROLES[role].split(".")
-            parent = block
-            for part in parents:
-                parent = parent[int(part)] if part.isdigit() else getattr(parent, part)
-            yield index, role, parent, attr

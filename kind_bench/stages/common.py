@@ -88,6 +88,7 @@ def ensure_writable(folder: str | Path) -> None:
 
 def require_evaluator(cfg: Config) -> None:
     """Scoring on the digits evaluator needs its weights: say so before any training."""
-    if cfg.eval.feature_extractor == "digits_cnn" and not evaluator_weights(cfg).is_file():
+    needed = cfg.track == "generation" and cfg.eval.feature_extractor == "digits_cnn"
+    if needed and not evaluator_weights(cfg).is_file():
         raise UserError(f"evaluator weights {evaluator_weights(cfg)} not found: run `dvc repro evaluator` "
                         "(or `kind-bench evaluator`)")

@@ -1,21 +1,21 @@
-"""Stage ``evaluate``: sample every snapshot of a cell, score it, write the result JSON.
+"""Stage ``evaluate``: measure every snapshot of a cell, write the result JSON.
 
-Every method is sampled the same way, by the shared sampler of :mod:`kind_bench.diffusion`, and scored
-against the same reference: the task's test images (``eval.split=test``, the reported numbers) or its
-validation images (``eval.split=val``, what tuning looks at). The final model is sampled ``eval.draws``
-times, ``sample.samples_per_class`` images per class each; its metrics are the mean over the draws, and
+Every method is measured the same way against the same held-out images: the task's test images
+(``eval.split=test``, the reported numbers) or its validation images (``eval.split=val``, what tuning
+looks at). Classification (:mod:`kind_bench.tracks`): each snapshot's predictions give top-1, NLL and ECE.
+Generation: the shared sampler of :mod:`kind_bench.diffusion` draws the final model ``eval.draws`` times,
+``sample.samples_per_class`` images per class each; its metrics are the mean over the draws, and
 ``eval_noise_sd`` is the standard deviation of the primary metric across them: the metric's own noise,
 shown next to the seeds'. Earlier snapshots (the early-regime curve) get one draw of
 ``sample.snapshot_samples_per_class``. The noise of draw ``d`` depends on the cell's seed and ``d`` only,
 so every method with the same seed starts from the same noise (paired comparisons cancel it).
 """
-
 from __future__ import annotations
 
 import math
 import statistics
 import time
-from functools import partial
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kind_bench.config import Config, as_dict
-from kind_bench.data import load_prepared, target_set
+from kind_bench.data import ImageSet, load_prepared, target_set
 from kind_bench.diffusion import noise_scheduler, sample
 from kind_bench.errors import UserError
 from kind_bench.identity import PUBLISHED, namespace, seedless_digest
@@ -31,7 +31,6 @@ from kind_bench.io import atomic_path, load_module, read_json, write_json
 from kind_bench.lock import exclusive
 from kind_bench.methods import make_method
 from kind_bench.metrics import DIRECTION, primary_metric
-from kind_bench.metrics.cost import sampling_flops
 from kind_bench.metrics.fidelity import Scorer
 from kind_bench.models import null_label
 from kind_bench.paths import (
@@ -46,6 +45,7 @@ from kind_bench.paths import (
 )
 from kind_bench.results import provenance, record
 from kind_bench.stages.common import descendant_depth, load_ancestry, make_target, require_evaluator, setup
+from kind_bench.tracks import Measurement, flops_per_item, measure_classifier
 from kind_bench.train import show_progress
 
 
@@ -97,6 +97,28 @@ def nonfinite(metrics: dict[str, float]) -> list[str]:
     return sorted(name for name, value in metrics.items() if not math.isfinite(value))
 
 
+def measurer(cfg: Config, part: ImageSet, source_ids: list[int], codec, device: torch.device
+             ) -> Callable[[nn.Module, bool], Measurement]:
+    """How to measure a trained model against ``part`` (labels 0..K-1 meaning ``source_ids``): sampled
+    draws scored on the evaluator (generation; ``final`` models get ``eval.draws`` full draws, others one
+    smaller draw) or predictions (classification)."""
+    if cfg.track == "classification":
+        return lambda model, final: measure_classifier(model, part, device)
+    scorer = Scorer(part.images, cfg.eval, evaluator_weights(cfg), device)
+    classes, ids = list(range(len(source_ids))), torch.tensor(source_ids)
+
+    def measure(model: nn.Module, final: bool) -> Measurement:
+        draws, per_class = (cfg.eval.draws, cfg.sample.samples_per_class) if final else \
+            (1, cfg.sample.snapshot_samples_per_class)
+        scored = []
+        for d in range(draws):
+            images, labels = generate(model, classes, per_class, draw_seed(cfg.seed, d), cfg, codec, device)
+            scored.append(scorer(images, ids[labels]))
+        return Measurement(scored, len(images), images, labels)
+
+    return measure
+
+
 def evaluate_cell(cfg: Config) -> str:
     """Evaluate one (method, task, seed) cell from its run folder; returns its status."""
     method = make_method(cfg)
@@ -105,7 +127,7 @@ def evaluate_cell(cfg: Config) -> str:
     device, codec = setup(cfg)
     require_evaluator(cfg)
     run_info: dict[str, Any] = {
-        "run_id": cell.id, "method": method.name, "task": cfg.task.name, "seed": cfg.seed,
+        "run_id": cell.id, "method": method.name, "task": cfg.task.name, "seed": cfg.seed, "track": cfg.track,
         "ancestry_seed": ancestry_seed(cfg) if method.ancestry else None, "suite": cfg.suite.name,
         "config": as_dict(cfg), "config_digest": seedless_digest(as_dict(cfg)), "namespace": namespace(cfg),
         "train_fingerprint": trained.get("fingerprint"), "eval_split": cfg.eval.split,
@@ -116,13 +138,11 @@ def evaluate_cell(cfg: Config) -> str:
     by_budget: dict[str, dict[str, float]] = {}
     train_info = dict(trained["train_info"])
     if trained["status"] == "success":
-        prepared = load_prepared(cfg)
-        reference = target_set(prepared.part(cfg.eval.split), cfg.task).images
-        scorer = Scorer(reference, cfg.eval, evaluator_weights(cfg), device)
+        part = target_set(load_prepared(cfg).part(cfg.eval.split), cfg.task)
+        measure = measurer(cfg, part, cfg.task.target_classes, codec, device)
         ancestry = load_ancestry(cfg, method.ancestry.name, codec, device)[0] if method.ancestry else None
         target = make_target(cfg, codec, len(cfg.task.target_classes), descendant_depth(cfg))
         model = method.build(ancestry, target).model.to(device)
-        classes = list(range(len(cfg.task.target_classes)))
         primary = primary_metric(cfg)
         start = time.perf_counter()
         try:
@@ -134,14 +154,8 @@ def evaluate_cell(cfg: Config) -> str:
                     raise UserError(f"snapshot {path} was written by another run than {run_dir(cfg, cell)}/train.json "
                                     f"records: rerun the cell (kind-bench run ...)")
                 model.eval()
-                final = snapshot is trained["snapshots"][-1]
-                draws, per_class = (cfg.eval.draws, cfg.sample.samples_per_class) if final else \
-                    (1, cfg.sample.snapshot_samples_per_class)
-                scored = []
-                for d in range(draws):
-                    generated, labels = generate(model, classes, per_class, draw_seed(cfg.seed, d), cfg, codec, device)
-                    scored.append(scorer(generated, torch.tensor(cfg.task.target_classes)[labels]))
-                by_budget[str(snapshot["fraction"])] = mean_metrics(scored)
+                measured = measure(model, snapshot is trained["snapshots"][-1])
+                by_budget[str(snapshot["fraction"])] = mean_metrics(measured.draws)
             if bad := nonfinite(by_budget[str(trained["snapshots"][-1]["fraction"])]):
                 raise FloatingPointError(f"{', '.join(bad)} not finite")
         except UserError:
@@ -150,18 +164,16 @@ def evaluate_cell(cfg: Config) -> str:
             run_info.update(status="failed", error=f"evaluation: {type(exc).__name__}: {exc}".splitlines()[0])
         else:
             metrics = dict(by_budget[str(trained["snapshots"][-1]["fraction"])])
-            if len(scored) > 1:
-                metrics["eval_noise_sd"] = statistics.stdev(d[primary] for d in scored)
-            train_info.update(eval_time_s=time.perf_counter() - start, n_reference=len(reference),
-                              n_generated=len(generated), n_draws=len(scored), draws=scored)
-            shape = (codec.channels, codec.size, codec.size)
-            draw = partial(sample, model, shape=shape, train_scheduler=noise_scheduler(cfg.diffusion),
-                           cfg=cfg.sample, null=null_label(model), generator=torch.Generator(device=device))
-            train_info["flops_per_sample"] = sampling_flops(draw, len(classes), device)
-            if cfg.seed == cfg.eval.grid_seed and namespace(cfg) == PUBLISHED and cfg.eval.split == "test":
-                save_grid(sample_grid_path(cfg, cell), generated, labels)
+            if len(measured.draws) > 1:
+                metrics["eval_noise_sd"] = statistics.stdev(d[primary] for d in measured.draws)
+            train_info.update(eval_time_s=time.perf_counter() - start, n_reference=len(part),
+                              n_generated=measured.n_items, n_draws=len(measured.draws), draws=measured.draws)
+            train_info["flops_per_sample"] = flops_per_item(cfg, model, len(cfg.task.target_classes), device, codec)
+            publish = cfg.seed == cfg.eval.grid_seed and namespace(cfg) == PUBLISHED and cfg.eval.split == "test"
+            if publish and measured.images is not None:
+                save_grid(sample_grid_path(cfg, cell), measured.images, measured.labels)
     result = record(run_info=run_info, train_info=train_info, metrics=metrics, metrics_by_budget=by_budget,
-                    meta_info=provenance(device))
+                    meta_info={**provenance(device), "method_source": run_info["method_source"]})
     path = result_path(cfg, cell)
     write_json(path, result)
     shown = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if DIRECTION.get(k) or k == "eval_noise_sd")

@@ -18,26 +18,17 @@ import torch
 from kind_bench.checkpoint import fingerprint
 from kind_bench.config import Config, as_dict
 from kind_bench.data import ancestry_set, load_prepared
-from kind_bench.diffusion import DiffusionObjective
 from kind_bench.identity import ancestry_identity
 from kind_bench.io import load_module, save_module, write_json
 from kind_bench.lock import exclusive
 from kind_bench.methods import Phase, make_ancestry
 from kind_bench.metrics import primary_metric
-from kind_bench.metrics.fidelity import Scorer
-from kind_bench.models import null_label
-from kind_bench.paths import ancestry_report, ancestry_weights, evaluator_weights
+from kind_bench.paths import ancestry_report, ancestry_weights
 from kind_bench.results import provenance
 from kind_bench.stages.common import make_target, require_evaluator, seed_everything, setup
-from kind_bench.stages.evaluate import draw_seed, generate
+from kind_bench.stages.evaluate import measurer
+from kind_bench.tracks import objective
 from kind_bench.train import train
-
-
-def quality(model: torch.nn.Module, cfg: Config, codec, device: torch.device, scorer: Scorer) -> dict[str, float]:
-    """An ancestry's metrics on its own classes (one draw of ``sample.samples_per_class`` per class)."""
-    classes = list(range(len(cfg.suite.ancestry_classes)))
-    images, labels = generate(model, classes, cfg.sample.samples_per_class, draw_seed(cfg.seed, 0), cfg, codec, device)
-    return scorer(images, torch.tensor(cfg.suite.ancestry_classes)[labels])
 
 
 def run(cfg: Config) -> str:
@@ -56,27 +47,27 @@ def run(cfg: Config) -> str:
         tag = fingerprint(as_dict(cfg), f"pretrain {name}", type(ancestry), str(prepared.record["data_sha256"]))
         result = train(model, [Phase(1.0, ancestry.trainable_parameters(model))],
                        codec.encode(data.images.to(device)), data.labels.to(device), cfg.pretrain,
-                       DiffusionObjective(cfg.diffusion, null_label(model)), seed=cfg.seed,
+                       objective(cfg, model), seed=cfg.seed,
                        desc=f"pretrain {name} seed {cfg.seed}", quiet=cfg.quiet,
                        checkpoint=weights.with_suffix(".resume.safetensors"), fingerprint=tag,
                        on_snapshot=lambda step, m: snapshots.__setitem__(step, {k: v.clone() for k, v
                                                                                 in m.state_dict().items()}))
         identity = ancestry_identity(as_dict(cfg), cfg.seed, str(prepared.record["data_sha256"]))
         save_module(weights, model, metadata={"ancestry": name, "seed": str(cfg.seed), "identity": identity})
-        val = Scorer(ancestry_set(prepared.val, cfg.suite.ancestry_classes).images, cfg.eval, evaluator_weights(cfg),
-                     device)
+        classes = cfg.suite.ancestry_classes
+        one_draw = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, draws=1))
+        val = measurer(one_draw, ancestry_set(prepared.val, classes), classes, codec, device)
         primary, curve = primary_metric(cfg), {}
         for step, state in sorted(snapshots.items()):  # (a resumed run lacks those taken before the kill)
             model.load_state_dict(state)
-            curve[str(step)] = quality(model, cfg, codec, device, val)[primary]
+            curve[str(step)] = val(model, True).draws[0][primary]
         load_module(weights, model)
-        test = Scorer(ancestry_set(prepared.test, cfg.suite.ancestry_classes).images, cfg.eval,
-                      evaluator_weights(cfg), device)
+        test = measurer(one_draw, ancestry_set(prepared.test, classes), classes, codec, device)
         info = dataclasses.asdict(result)
         info["total_params"] = sum(p.numel() for p in model.parameters())
         write_json(ancestry_report(cfg, name, cfg.seed), {
             "ancestry": name, "seed": cfg.seed, "train_info": info, "split": prepared.record, "config": as_dict(cfg),
-            "val_by_step": curve, "quality": quality(model, cfg, codec, device, test), "meta_info": provenance(device),
+            "val_by_step": curve, "quality": test(model, True).draws[0], "meta_info": provenance(device),
         })
     print(f"pretrain {name} seed {cfg.seed}: {result.steps} steps, loss {result.final_loss:.4f}, "
           f"{result.train_time_s:.1f}s, val {primary} by step {curve} -> {weights}")

@@ -21,12 +21,10 @@ from typing import Any
 from kind_bench.checkpoint import fingerprint, has_checkpoint
 from kind_bench.config import Config, as_dict
 from kind_bench.data import load_prepared, target_set
-from kind_bench.diffusion import DiffusionObjective
 from kind_bench.errors import UserError
 from kind_bench.io import load_metadata, read_json, save_module, write_json
 from kind_bench.lock import exclusive
 from kind_bench.methods import Method, distribution_of, make_method, training_phases
-from kind_bench.models import null_label
 from kind_bench.paths import Cell, ancestry_seed, cell_of, lock_path, run_dir, snapshot_path
 from kind_bench.stages.common import (
     check_ancestry,
@@ -36,6 +34,7 @@ from kind_bench.stages.common import (
     seed_everything,
     setup,
 )
+from kind_bench.tracks import objective
 from kind_bench.train import snapshot_schedule, train
 
 
@@ -102,7 +101,7 @@ def train_cell(cfg: Config) -> str:
         phases = training_phases(method, model, cfg.transfer.final_layer)
         result = train(
             model, phases, codec.encode(data.images.to(device)), data.labels.to(device), cfg.transfer,
-            DiffusionObjective(cfg.diffusion, null_label(model)), seed=cfg.seed, desc=f"transfer {rid}",
+            objective(cfg, model), seed=cfg.seed, desc=f"transfer {rid}",
             quiet=cfg.quiet, checkpoint=resume, fingerprint=tag,
             on_snapshot=lambda step, m: save_module(snapshot_path(cfg, cell, step), m, {"fingerprint": tag}),
         )
@@ -115,8 +114,8 @@ def train_cell(cfg: Config) -> str:
         return "failed"
     info = dataclasses.asdict(result)
     info.update(total_params=sum(p.numel() for p in model.parameters()), transferred_params=built.transferred,
-                n_train_images=len(data), phases=[{"until": p.until, "params": sum(q.numel() for q in p.params)}
-                                                  for p in phases])
+                n_train_images=len(data), depth=target.depth,
+                phases=[{"until": p.until, "params": sum(q.numel() for q in p.params)} for p in phases])
     record.update(status="success", train_info=info, snapshots=snapshot_schedule(cfg.transfer))
     write_json(out / "train.json", record)
     print(f"transfer {rid}: {result.steps} steps, loss {result.final_loss:.4f}, "

@@ -1,0 +1,128 @@
+"""The two tracks of a suite and the little that differs between them.
+
+* **generation**: a DiT trained with the diffusion loss; a trained model is scored on samples drawn by the
+  shared sampler (``eval.draws`` draws at the final budget), against real images, on the digits evaluator
+  (or Inception).
+* **classification**: a timm ViT trained with cross-entropy; a trained model is scored on its predictions
+  for the held-out images: top-1 accuracy (the primary metric), negative log-likelihood and the expected
+  calibration error (15 equal-width confidence bins). Its ``eval_noise_sd`` is the metric's own noise: the
+  binomial standard error of top-1 on that many images.
+
+A track contributes its objective and how a model is measured; the registry, methods, training loop,
+tuning, statistics, costs and leaderboard are shared. KIND's class gate needs the label on the ViT too
+(its forward takes none): training opens it with the true label; a model whose gate opens by the
+*predicted* class is measured by two passes (learngenes only, then the predicted class's tailors).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kind_bench.config import Config
+from kind_bench.data import ImageSet
+from kind_bench.diffusion import DiffusionObjective
+from kind_bench.metrics.cost import count_flops
+from kind_bench.models import null_label
+
+ECE_BINS = 15
+
+
+def _gate(model: nn.Module, labels: torch.Tensor):
+    gate = getattr(model, "kind_gate", None)
+    return nullcontext() if gate is None else gate.labels(labels)
+
+
+class ClassificationObjective:
+    """Cross-entropy of the model's logits (KIND's gate opened by the true label)."""
+
+    def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor:
+        with _gate(model, labels):
+            logits = model(images)
+        return F.cross_entropy(logits, labels)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Logits for ``images``; a KIND model whose gate opens by label is gated by its own prediction."""
+    gate = getattr(model, "kind_gate", None)
+    out = []
+    for batch in images.split(batch_size):
+        if gate is None or gate.open_all:
+            out.append(model(batch))
+            continue
+        null = torch.full((len(batch),), gate.num_classes, device=batch.device)
+        with gate.labels(null):  # learngenes (and the null label's tailors) only
+            guess = model(batch).argmax(1)
+        with gate.labels(guess):
+            out.append(model(batch))
+    return torch.cat(out)
+
+
+def calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
+    """Expected calibration error: the confidence-weighted gap between confidence and accuracy per bin."""
+    confidence, guess = probs.max(1)
+    correct = (guess == labels).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    ece = torch.zeros(())
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            ece += inside.float().mean() * (confidence[inside].mean() - correct[inside].mean()).abs()
+    return float(ece)
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """top1, nll and ece of logits against labels, and top-1's binomial standard error."""
+    logits, labels = logits.float().cpu(), labels.cpu()
+    top1 = float((logits.argmax(1) == labels).float().mean())
+    return {"top1": top1, "nll": float(F.cross_entropy(logits, labels)),
+            "ece": calibration_error(logits.softmax(1), labels),
+            "eval_noise_sd": math.sqrt(max(top1 * (1 - top1), 0.0) / len(labels))}
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What measuring one trained model gave: one metrics dict per draw (one for classification), the
+    number of items each measured, and the last draw's images (generation; for the sample grid)."""
+
+    draws: list[dict[str, float]]
+    n_items: int
+    images: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+
+
+def objective(cfg: Config, model: nn.Module) -> Callable:
+    """The track's training objective for ``model``."""
+    if cfg.track == "classification":
+        return ClassificationObjective()
+    return DiffusionObjective(cfg.diffusion, null_label(model))
+
+
+def flops_per_item(cfg: Config, model: nn.Module, num_classes: int, device: torch.device, codec) -> float:
+    """FLOPs per generated sample (a full guided sampling trajectory) or per classified image."""
+    if cfg.track == "classification":
+        images = torch.zeros(num_classes, cfg.data.channels, cfg.data.image_size, cfg.data.image_size, device=device)
+        return count_flops(lambda: predict(model, images)) / num_classes
+    from functools import partial
+
+    from kind_bench.diffusion import noise_scheduler, sample
+    from kind_bench.metrics.cost import sampling_flops
+
+    draw = partial(sample, model, shape=(codec.channels, codec.size, codec.size),
+                   train_scheduler=noise_scheduler(cfg.diffusion), cfg=cfg.sample, null=null_label(model),
+                   generator=torch.Generator(device=device))
+    return sampling_flops(draw, num_classes, device)
+
+
+def measure_classifier(model: nn.Module, part: ImageSet, device: torch.device) -> Measurement:
+    """A classifier's metrics on a labelled image set."""
+    logits = predict(model, part.images.to(device))
+    return Measurement([classification_metrics(logits, part.labels)], len(part))

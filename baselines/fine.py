@@ -31,7 +31,14 @@ from torch import nn
 
 from kind_bench.inherit import block_renamer, copy_parameters
 from kind_bench.methods import Ancestry, Descendant, Method, Phase, Target
-from kind_bench.models import block_linears, blocks, build_backbone, is_label_parameter, label_parameters
+from kind_bench.models import (
+    block_linears,
+    blocks,
+    build_backbone,
+    is_label_parameter,
+    label_parameters,
+    weights_will_load,
+)
 
 ROLES = ("q", "k", "v", "out", "fc1", "fc2")
 
@@ -68,7 +75,12 @@ def factorise(model: nn.Module, sigmas: dict[str, list[torch.Tensor]] | None = N
     for index, role, parent, attr in block_linears(model, ROLES):
         linear = getattr(parent, attr)
         if role not in bases:
-            U, sigma, Vh = torch.linalg.svd(linear.weight.detach().double(), full_matrices=False)  # noqa: N806
+            if weights_will_load():  # saved weights follow: no SVD
+                out, inp = linear.weight.shape
+                r = min(out, inp)
+                U, sigma, Vh = torch.zeros(out, r), torch.zeros(r), torch.zeros(r, inp)  # noqa: N806
+            else:
+                U, sigma, Vh = torch.linalg.svd(linear.weight.detach().double(), full_matrices=False)  # noqa: N806
             bases[role] = SharedBasis(U.float(), Vh.T.float())
             first[role] = sigma.float()
         sigma = first[role] if sigmas is None else sigmas[role][index]

@@ -21,8 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from kind_bench.errors import UserError
 from kind_bench.identity import EVALUATION_ONLY, identifying
-from kind_bench.io import load_metadata, load_tensors, save_tensors, state_tensors
+from kind_bench.io import checksum, load_metadata, load_tensors, save_tensors, split_state, state_tensors
 
 
 def fingerprint(config: dict[str, Any], phase: str, *sources: type | str) -> str:
@@ -91,9 +92,15 @@ class LoopState:
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any,
-                    generator: torch.Generator, loop: LoopState, tag: str) -> None:
-    """Write the whole training state atomically."""
-    tensors, aliases = state_tensors(model.state_dict(), prefix="model.")
+                    generator: torch.Generator, loop: LoopState, tag: str,
+                    extra: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the training state atomically: the parameters that train (the optimizer's), the buffers and
+    the optimizer state (the frozen rest is rebuilt from the ancestry and the seed; its checksum is kept),
+    the schedules, the generator states and ``extra`` tensors (e.g. the EMA weights)."""
+    trained = [p for group in optimizer.param_groups for p in group["params"]]
+    stored, frozen = split_state(model, trained)
+    tensors, aliases = state_tensors(stored, prefix="model.")
+    tensors.update({f"extra.{k}": v for k, v in (extra or {}).items()})
     optim = optimizer.state_dict()
     for index, values in optim["state"].items():
         for name, value in values.items():
@@ -102,6 +109,7 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {
         "fingerprint": tag,
+        "frozen_sha256": checksum(frozen),
         "aliases": json.dumps(aliases),
         "param_groups": json.dumps(optim["param_groups"]),
         "schedule": json.dumps(schedule.state_dict()),
@@ -111,10 +119,12 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any,
-                    generator: torch.Generator, tag: str) -> LoopState | None:
+                    generator: torch.Generator, tag: str, extra: dict[str, torch.Tensor] | None = None
+                    ) -> LoopState | None:
     """Restore the training state if ``path`` holds one for this fingerprint; else None (start afresh).
+    ``extra`` tensors saved with it are copied into the given ones.
 
-    A damaged file is a one-line UserError naming it (see :func:`kind_bench.io.load_tensors`).
+    A damaged file, or a model whose rebuilt frozen part differs from the run's, is a one-line UserError.
     """
     if not path.is_file():
         return None
@@ -126,7 +136,13 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     for name, source in json.loads(meta["aliases"]).items():
         state[name.removeprefix("model.")] = state[source.removeprefix("model.")]
     device = next(model.parameters()).device
-    model.load_state_dict({k: v.to(device) for k, v in state.items()})
+    model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=False)
+    frozen = {k: v for k, v in model.state_dict().items() if k not in state}
+    if checksum(frozen) != meta.get("frozen_sha256"):
+        raise UserError(f"training checkpoint {path} does not fit the model rebuilt from the ancestry and the seed: "
+                        "delete it and rerun")
+    for name, tensor in (extra or {}).items():
+        tensor.copy_(tensors[f"extra.{name}"].to(tensor.device))
     optim_state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):

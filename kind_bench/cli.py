@@ -125,6 +125,8 @@ def preflight(stage: Stage, configs: list) -> None:
     ensure_writable(first.paths.artifacts)
     if "data" in stage.needs:
         load_prepared(first)
+        for cfg in {c.task.name: c for c in configs if c.task.root}.values():  # tasks with data of their own
+            load_prepared(cfg, task=True)
     if "evaluator" in stage.needs:
         require_evaluator(first)
     if "ancestry" in stage.needs:

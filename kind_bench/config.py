@@ -63,6 +63,7 @@ class SuiteConfig:
     name: str = "digits"
     ancestry_classes: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     ancestry_seeds: int = 3  # a cell of seed s transfers from the ancestry pre-trained with seed s % this
+    class_split: str | None = None  # JSON {"pretrain": [folder names], "novel": [folder names]} for data.root
     check: CheckConfig | None = None
     ablation: AblationConfig | None = None
 
@@ -78,6 +79,10 @@ class DataConfig:
     test_fraction: float = 0.3  # of all images: the test reference, touched only for reported numbers
     val_fraction: float = 0.2  # of all images: validation, the only data any choice (lr, budget) looks at
     split_seed: int = 0
+    storage: str = "tensor"  # tensor: the prepared file holds the pixels | files: only an index (ImageFolder)
+    workers: int = 4  # DataLoader workers reading files (storage=files)
+    flip: bool = False  # latent models: train on random horizontal flips (both orientations are cached)
+    latents: str = "mean"  # latent models: mean | sample (draw from the VAE's posterior every step)
 
 
 @dataclass
@@ -89,6 +94,8 @@ class TaskConfig:
     domain: str = "identity"
     shots: int | None = None  # training images per target class; None = all
     depth_ratio: float = 1.0  # descendant depth / ancestry depth
+    split_classes: str | None = None  # "novel": the target classes are the suite's class-split file's novel ones
+    root: str | None = None  # an ImageFolder of its own (a domain-shift set); None: the suite's data
 
 
 @dataclass
@@ -132,18 +139,21 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0 = only the final weights
     snapshots: list[float] = field(default_factory=lambda: [1.0])  # fractions of `steps` to save
     final_layer: bool = True  # transfer: the final layer trains for every parameter-efficient method
+    ema: float = 0.0  # decay of an exponential moving average of the trained weights (0: off); it is what is kept
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
 
 
 @dataclass
 class SampleConfig:
     """The sampler used by every method (a diffusers scheduler, run with the same settings)."""
 
-    scheduler: str = "ddim"  # ddim | dpm
+    scheduler: str = "ddim"  # ddpm | ddim | dpm
     steps: int = 20
     guidance_scale: float = 2.0
     samples_per_class: int = 200  # per draw, at the final snapshot
     snapshot_samples_per_class: int = 50  # at the earlier snapshots (the early-regime curve)
     batch_size: int = 500
+    merged: bool = True  # a KIND model samples each class through its merged dense weights (deploy)
 
 
 @dataclass
@@ -152,6 +162,8 @@ class EvalConfig:
 
     feature_extractor: str = "digits_cnn"  # digits_cnn | inception-v3-compat
     inception_weights: str | None = None  # local weights file for inception-v3-compat
+    dinov2_weights: str | None = None  # local DINOv2 weights (timm layout): adds fd_dinov2
+    dinov2_arch: str = "vit_small_patch14_dinov2"  # the timm DINOv2 architecture of those weights
     kid_subset_size: int = 100
     kid_subsets: int = 50
     isc_splits: int = 1
@@ -200,6 +212,9 @@ class RuntimeConfig:
 
     workers: int = 2  # processes for a task x seed sweep
     threads: int | None = None  # torch threads per process; None = usable cores (// workers for cells)
+    tf32: bool = True  # CUDA: TF32 matmuls and convolutions
+    compile: bool = False  # torch.compile the model for training
+    grad_checkpointing: bool = False  # recompute activations in the backward pass (memory for time)
 
 
 @dataclass
@@ -295,8 +310,38 @@ def to_config(raw: DictConfig) -> Config:
         cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as exc:
         raise UserError(_one_line(exc)) from None
+    apply_class_split(cfg)
     validate(cfg)
     return cfg
+
+
+def apply_class_split(cfg: Config) -> None:
+    """With ``suite.class_split``, the ancestry classes (and a task's ``split_classes``) come from that file,
+    whose class names are the ImageFolder's class folders (e.g. the paper's 150 pre-training and 461 novel
+    ImageNet superclasses)."""
+    if cfg.suite.class_split is None:
+        _require(cfg.task.split_classes is None, f"task.split_classes={cfg.task.split_classes} needs suite.class_split")
+        return
+    import json
+
+    path = Path(cfg.suite.class_split)
+    _require(path.is_file(), f"suite.class_split={path}: no such file")
+    try:
+        split = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"suite.class_split={path} is not JSON ({exc.msg})") from None
+    _require(isinstance(split, dict) and {"pretrain", "novel"} <= set(split),
+             f"suite.class_split={path} must hold the lists 'pretrain' and 'novel'")
+    _require(cfg.data.root is not None and Path(cfg.data.root).is_dir(),
+             f"suite.class_split needs data.root (an ImageFolder), not {cfg.data.root}")
+    folders = sorted(p.name for p in Path(cfg.data.root).iterdir() if p.is_dir())
+    unknown = sorted((set(split["pretrain"]) | set(split["novel"])) - set(folders))
+    _require(not unknown, f"suite.class_split={path} names classes data.root does not have: {unknown[:5]}")
+    cfg.suite.ancestry_classes = [folders.index(name) for name in split["pretrain"]]
+    if cfg.task.split_classes is not None:
+        if cfg.task.split_classes not in ("novel", "pretrain"):
+            raise choices_error("task.split_classes", cfg.task.split_classes, ("novel", "pretrain"))
+        cfg.task.target_classes = [folders.index(name) for name in split[cfg.task.split_classes]]
 
 
 def _require(ok: bool, message: str) -> None:
@@ -340,6 +385,9 @@ def _validate_train(phase: str, train: TrainConfig) -> None:
     _require(train.warmup_steps >= 0, f"{phase}.warmup_steps={train.warmup_steps} must be >= 0")
     if train.schedule not in ("constant", "cosine"):
         raise choices_error(f"{phase}.schedule", train.schedule, ("constant", "cosine"))
+    if train.precision not in ("fp32", "bf16"):
+        raise choices_error(f"{phase}.precision", train.precision, ("bf16", "fp32"))
+    _require(0 <= train.ema < 1, f"{phase}.ema={train.ema} must be in [0, 1) (0 turns it off)")
     _require(train.checkpoint_every >= 0, f"{phase}.checkpoint_every must be >= 0")
     _require(
         bool(train.snapshots) and all(0 < f <= 1 for f in train.snapshots) and 1.0 in train.snapshots,
@@ -366,6 +414,7 @@ def validate(cfg: Config) -> None:
     _require(cfg.seed >= 0, f"seed={cfg.seed} must be >= 0")
     _require(cfg.task.shots is None or cfg.task.shots > 0, f"task.shots={cfg.task.shots} must be positive")
     _require(0 < cfg.task.depth_ratio <= 1, f"task.depth_ratio={cfg.task.depth_ratio} must be in (0, 1]")
+    _require(cfg.task.root is None or Path(cfg.task.root).is_dir(), f"task.root={cfg.task.root}: no such directory")
     _validate_data(cfg.data)
     _validate_model(cfg)
     _require(0 <= cfg.diffusion.label_dropout < 1, "diffusion.label_dropout must be in [0, 1)")
@@ -392,8 +441,14 @@ def _validate_data(data: DataConfig) -> None:
         _require((data.image_size, data.channels) == (size, channels),
                  f"data.image_size={data.image_size}, data.channels={data.channels}: the {data.name} source is "
                  f"{size}x{size} with {channels} channel(s); set data.image_size={size} data.channels={channels}")
+    if data.storage not in ("tensor", "files"):
+        raise choices_error("data.storage", data.storage, ("files", "tensor"))
+    if data.latents not in ("mean", "sample"):
+        raise choices_error("data.latents", data.latents, ("mean", "sample"))
+    _require(data.storage == "tensor" or data.name == "imagefolder", "data.storage=files is for data=imagefolder")
+    _require(data.workers >= 0, f"data.workers={data.workers} must be >= 0")
     if data.name == "imagefolder":
-        _require(data.root is not None, "data.root is required for data=imagefolder")
+        _require(data.root is not None and data.root != "???", "data.root is required for data=imagefolder")
         _require(Path(data.root).is_dir(), f"data.root={data.root}: no such directory")
 
 
@@ -431,8 +486,8 @@ def _validate_sampling(cfg: Config) -> None:
     for key in ("samples_per_class", "snapshot_samples_per_class", "batch_size"):
         _require(getattr(sample, key) > 0, f"sample.{key}={getattr(sample, key)} must be positive")
     _finite("sample.guidance_scale", sample.guidance_scale, 1, strict=False)
-    if sample.scheduler not in ("ddim", "dpm"):
-        raise choices_error("sample.scheduler", sample.scheduler, ("ddim", "dpm"))
+    if sample.scheduler not in ("ddpm", "ddim", "dpm"):
+        raise choices_error("sample.scheduler", sample.scheduler, ("ddim", "ddpm", "dpm"))
     if ev.feature_extractor not in ("digits_cnn", "inception-v3-compat"):
         raise choices_error("eval.feature_extractor", ev.feature_extractor, ("digits_cnn", "inception-v3-compat"))
     if ev.split not in ("test", "val"):

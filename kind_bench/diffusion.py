@@ -26,10 +26,12 @@ def noise_scheduler(cfg: DiffusionConfig):  # -> diffusers.DDPMScheduler
 
 
 def sampling_scheduler(train_scheduler, cfg: SampleConfig):  # -> diffusers scheduler
-    """A fresh DDIM or DPM-Solver++ scheduler over the same noise schedule (they carry state)."""
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+    """A fresh DDPM, DDIM or DPM-Solver++ scheduler over the same noise schedule (they carry state)."""
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-    if cfg.scheduler == "ddim":
+    if cfg.scheduler == "ddpm":  # ancestral, stochastic: DiT's 250-step sampler
+        scheduler = DDPMScheduler.from_config(train_scheduler.config)
+    elif cfg.scheduler == "ddim":
         scheduler = DDIMScheduler.from_config(train_scheduler.config)
     else:  # "leading" spacing: with the cosine schedule alpha_bar(999) ~ 0, and starting there diverges
         scheduler = DPMSolverMultistepScheduler.from_config(
@@ -77,20 +79,22 @@ class DiffusionObjective:
 def sample(
     model: nn.Module,
     labels: torch.Tensor,
-    shape: tuple[int, int, int],
+    noise: torch.Tensor,
     train_scheduler,
     cfg: SampleConfig,
     null: int,
     generator: torch.Generator,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Generate one image per label, shape (len(labels), *shape), in the model's data space."""
+    """Denoise ``noise`` (one starting point per label) into images in the model's data space; a stochastic
+    sampler (DDPM) draws its step noise from ``generator``."""
     from tqdm.auto import tqdm
 
     scheduler = sampling_scheduler(train_scheduler, cfg)
     guidance_scale = cfg.guidance_scale
     device = labels.device
-    x = torch.randn((len(labels), *shape), generator=generator, device=device)
+    x = noise.to(device)
+    step_kwargs = {"generator": generator} if cfg.scheduler == "ddpm" else {}
     guided = guidance_scale > 1
     call_labels = torch.cat([labels, torch.full_like(labels, null)]) if guided else labels
     for t in tqdm(scheduler.timesteps, desc=f"sample {len(labels)}", disable=not progress, leave=False, unit="step"):
@@ -100,5 +104,5 @@ def sample(
         if guided:
             cond, uncond = eps.chunk(2)
             eps = uncond + guidance_scale * (cond - uncond)
-        x = scheduler.step(eps, t, x).prev_sample
+        x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
     return x

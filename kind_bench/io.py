@@ -143,27 +143,53 @@ def state_tensors(state: dict[str, torch.Tensor], prefix: str = "") -> tuple[dic
     return unique, aliases
 
 
-def save_module(path: str | Path, module: torch.nn.Module, metadata: dict[str, str] | None = None) -> None:
-    """Save a module's state dict; tensors shared between modules (FINE, TLEG) are stored once."""
-    unique, aliases = state_tensors(module.state_dict())
+def split_state(module: torch.nn.Module, params: list[torch.nn.Parameter] | None
+                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(stored, frozen): with ``params``, what a descendant's files store (those parameters and every
+    buffer) and the rest, which is rebuilt from the ancestry and the seed; without, the whole state."""
+    state = module.state_dict(keep_vars=True)
+    if params is None:
+        return {k: v.detach() for k, v in state.items()}, {}
+    keep = {id(p) for p in params}
+    buffers = {name for name, _ in module.named_buffers()}
+    stored = {k: v.detach() for k, v in state.items() if id(v) in keep or k in buffers}
+    return stored, {k: v.detach() for k, v in state.items() if k not in stored}
+
+
+def save_module(path: str | Path, module: torch.nn.Module, metadata: dict[str, str] | None = None,
+                params: list[torch.nn.Parameter] | None = None) -> None:
+    """Save a module's state (only ``params`` and the buffers when given: disk proportional to what trains,
+    with a checksum of the frozen rest so that a rebuild that differs is caught); tensors shared between
+    modules (FINE, TLEG) are stored once."""
+    stored, frozen = split_state(module, params)
+    unique, aliases = state_tensors(stored)
     meta = dict(metadata or {})
     if aliases:
         meta["aliases"] = json.dumps(aliases, sort_keys=True)
+    if params is not None:
+        meta["frozen_sha256"] = checksum(frozen)
     save_tensors(path, unique, meta)
 
 
 def load_module(path: str | Path, module: torch.nn.Module, what: str = "checkpoint",
                 hint: str = "the stage that produces it (dvc repro)") -> dict[str, str]:
-    """Load weights saved by :func:`save_module` into ``module`` (strict: every key must match); returns
-    the file's metadata."""
+    """Load weights saved by :func:`save_module` into ``module`` (every stored key must fit; a file of
+    trained parameters only also needs the module's frozen rest to match its checksum); returns the
+    file's metadata."""
     state = load_tensors(path, what, hint)
-    aliases = json.loads(load_metadata(path).get("aliases", "{}"))
-    for name, source in aliases.items():
+    meta = load_metadata(path, what)
+    for name, source in json.loads(meta.get("aliases", "{}")).items():
         state[name] = state[source]
+    partial = "frozen_sha256" in meta
     try:
-        module.load_state_dict(state, strict=True)
+        result = module.load_state_dict(state, strict=not partial)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise UserError(f"{what} {path} does not fit the model this config builds ({first}); "
                         "was it produced with another config? rerun its stage") from None
-    return load_metadata(path, what)
+    if partial:
+        frozen = {k: v for k, v in module.state_dict().items() if k not in state}
+        if result.unexpected_keys or checksum(frozen) != meta["frozen_sha256"]:
+            raise UserError(f"{what} {path} stores trained parameters only, and the rest of the model rebuilt from "
+                            "the ancestry and the seed differs from the run's: rerun its cell")
+    return meta

@@ -385,7 +385,7 @@ def size_table(table: pd.DataFrame, primary: str) -> pd.DataFrame:
     """The descendant-size view: for every method that ran a shallower descendant, its primary metric and
     inherited parameters at each depth (the full-depth row is the ``novel`` task)."""
     apart = set(table.task[table.apart])
-    methods = set(table.method[table.apart & (table.status == "success")])
+    methods = set(table.method[table.apart & (table.status == "success")]) - {REFERENCE_ROW}
     rows = table[table.method.isin(methods) & (table.task.isin(apart) | (table.task == "novel"))
                  & (table.status == "success")]
     columns = ["method", "task", "depth", primary, f"{primary}_ci_low", f"{primary}_ci_high", "transferred_params",

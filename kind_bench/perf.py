@@ -58,7 +58,8 @@ def sampling(model: nn.Module, cfg: Config) -> Callable[[], None]:
 
     def run() -> None:
         null = len(cfg.task.target_classes)
-        sample(model, labels, shape, scheduler, cfg.sample, null, torch.Generator().manual_seed(0))
+        sample(model, labels, torch.zeros(len(labels), *shape), scheduler, cfg.sample, null,
+               torch.Generator().manual_seed(0))
 
     return run
 

@@ -116,13 +116,20 @@ def flops_per_item(cfg: Config, model: nn.Module, num_classes: int, device: torc
     from kind_bench.diffusion import noise_scheduler, sample
     from kind_bench.metrics.cost import sampling_flops
 
-    draw = partial(sample, model, shape=(codec.channels, codec.size, codec.size),
-                   train_scheduler=noise_scheduler(cfg.diffusion), cfg=cfg.sample, null=null_label(model),
-                   generator=torch.Generator(device=device))
-    return sampling_flops(draw, num_classes, device)
+    shape = (codec.channels, codec.size, codec.size)
+    draw = partial(sample, model, train_scheduler=noise_scheduler(cfg.diffusion), cfg=cfg.sample,
+                   null=null_label(model), generator=torch.Generator(device=device))
+    return sampling_flops(lambda labels: draw(labels, torch.zeros(len(labels), *shape, device=device)), num_classes,
+                          device)
 
 
-def measure_classifier(model: nn.Module, part: ImageSet, device: torch.device) -> Measurement:
-    """A classifier's metrics on a labelled image set."""
-    logits = predict(model, part.images.to(device))
+def measure_classifier(model: nn.Module, part, device: torch.device, workers: int = 0) -> Measurement:
+    """A classifier's metrics on a labelled image set (an ImageSet, or a FileSet read through a DataLoader)."""
+    if isinstance(part, ImageSet):
+        logits = predict(model, part.images.to(device))
+    else:
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(part.dataset(), batch_size=256, num_workers=workers)
+        logits = torch.cat([predict(model, images.to(device)) for images, _ in loader])
     return Measurement([classification_metrics(logits, part.labels)], len(part))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -15,7 +16,8 @@ import torch
 from torch import nn
 
 from kind_bench.checkpoint import LoopState, load_checkpoint, save_checkpoint
-from kind_bench.config import TrainConfig
+from kind_bench.config import RuntimeConfig, TrainConfig
+from kind_bench.data.latents import PosteriorSet
 from kind_bench.methods import Phase, unique
 from kind_bench.metrics.cost import count_flops, task_bytes
 
@@ -86,6 +88,51 @@ def step_profile(loss_fn: Callable[[], torch.Tensor], params: list[nn.Parameter]
     return saved / 2**20, flops
 
 
+class Ema:
+    """An exponential moving average of the trained parameters (what DiT samples from). With it, snapshots
+    and the final model hold the averaged weights."""
+
+    def __init__(self, params: list[nn.Parameter], decay: float) -> None:
+        self.params, self.decay = params, decay
+        self.shadow = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """shadow <- decay * shadow + (1 - decay) * params."""
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - self.decay)
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """The averaged weights in the model for the block, the trained ones after."""
+        live = [p.detach().clone() for p in self.params]
+        self.copy_to_model()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, value in zip(self.params, live, strict=True):
+                    p.copy_(value)
+
+    @torch.no_grad()
+    def copy_to_model(self) -> None:
+        """Put the averaged weights into the model."""
+        for p, value in zip(self.params, self.shadow, strict=True):
+            p.copy_(value)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The shadow weights by position (saved with a resumable checkpoint)."""
+        return {f"ema.{i}": t for i, t in enumerate(self.shadow)}
+
+
+def enable_grad_checkpointing(model: nn.Module) -> None:
+    """Recompute block activations in the backward pass (diffusers' and timm's own switches)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if hasattr(base, "enable_gradient_checkpointing"):
+        base.enable_gradient_checkpointing()
+    else:
+        base.set_grad_checkpointing(True)
+
+
 def lr_factor(cfg: TrainConfig, step: int) -> float:
     """The learning-rate multiplier after ``step`` optimiser steps: linear warm-up, then constant or a
     cosine decay that reaches zero at the last step."""
@@ -110,7 +157,7 @@ def show_progress(quiet: bool) -> bool:
 def train(
     model: nn.Module,
     phases: list[Phase],
-    images: torch.Tensor,
+    images: torch.Tensor | PosteriorSet,
     labels: torch.Tensor,
     cfg: TrainConfig,
     objective: Objective,
@@ -120,24 +167,33 @@ def train(
     quiet: bool = False,
     checkpoint: Path | None = None,
     fingerprint: str = "",
+    runtime: RuntimeConfig | None = None,
 ) -> TrainResult:
     """Train ``model`` on (images, labels) with ``objective``; each phase's parameters train in its turn.
 
-    ``images`` are already in model space and on the model's device. Batches are drawn with
+    ``images`` are already in model space and on the model's device (a tensor, or a latent model's cached
+    posterior, :class:`kind_bench.data.latents.PosteriorSet`, which draws them). Batches are drawn with
     replacement from a generator seeded with ``seed``, so a run is a pure function of its config.
     With ``checkpoint`` set and ``cfg.checkpoint_every`` > 0 the whole state is written there every that
     many steps, a run finding a checkpoint of the same ``fingerprint`` resumes from it, and the file is
     removed once training ends. The loss is read back from the device only at logging points (every
-    ``steps // 50``), where a NaN or infinite running loss stops the run.
+    ``steps // 50``), where a NaN or infinite running loss stops the run. ``cfg.precision=bf16`` trains
+    under autocast, ``cfg.ema`` keeps (and finally holds) an average of the weights, ``runtime`` may ask
+    for ``torch.compile`` and gradient checkpointing.
     Peak memory is CUDA's allocator peak on a GPU; on CPU it is weights + gradients + optimizer state
     plus the activations saved by one step (measured, not estimated). FLOPs per step come from torch's
     flop counter on one extra forward + backward after training.
     """
     from tqdm.auto import tqdm
 
-    device = images.device
+    device = labels.device
     params = unique([p for phase in phases for p in phase.params])
     model.train()
+    if runtime is not None and runtime.grad_checkpointing:
+        enable_grad_checkpointing(model)
+    forward = torch.compile(model) if runtime is not None and runtime.compile else model
+    ema = Ema(params, cfg.ema) if cfg.ema else None
+    autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     generator = torch.Generator(device=device).manual_seed(seed)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, cfg))
@@ -148,11 +204,14 @@ def train(
 
     def batch_loss() -> torch.Tensor:
         index = torch.randint(0, len(labels), (cfg.batch_size,), generator=generator, device=device)
-        return objective(model, images[index], labels[index], generator)
+        inputs = images.draw(index, generator) if hasattr(images, "draw") else images[index]
+        with autocast():
+            return objective(forward, inputs, labels[index], generator)
 
     loop = LoopState()
     if checkpoint is not None:
-        loop = load_checkpoint(checkpoint, model, optimizer, lr_schedule, generator, fingerprint) or loop
+        extra = ema.state() if ema else None
+        loop = load_checkpoint(checkpoint, model, optimizer, lr_schedule, generator, fingerprint, extra) or loop
         if loop.step and not quiet:
             print(f"{desc}: resuming from step {loop.step} ({checkpoint})")
     curve, recent = [tuple(point) for point in loop.curve], list(loop.recent)
@@ -172,6 +231,8 @@ def train(
             torch.nn.utils.clip_grad_norm_(phases[active].params, cfg.grad_clip)
         optimizer.step()
         lr_schedule.step()
+        if ema is not None:
+            ema.update()
         pending.append(loss.detach())
         if step % log_every == 0 or step == cfg.steps:
             values = torch.stack(pending).tolist()
@@ -184,11 +245,13 @@ def train(
             bar.set_postfix(loss=f"{curve[-1][1]:.4f}")
         if step in snapshots and on_snapshot is not None:
             model.eval()
-            on_snapshot(step, model)
+            with ema.applied() if ema else nullcontext():
+                on_snapshot(step, model)
             model.train()
         if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
             state = LoopState(step, time.perf_counter() - start, [list(p) for p in curve], list(recent))
-            save_checkpoint(checkpoint, model, optimizer, lr_schedule, generator, state, fingerprint)
+            save_checkpoint(checkpoint, model, optimizer, lr_schedule, generator, state, fingerprint,
+                            ema.state() if ema else None)
     elapsed = time.perf_counter() - start
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
@@ -196,7 +259,10 @@ def train(
     activations, flops = step_profile(batch_loss, phases[-1].params)
     if device.type != "cuda":
         peak = state_memory_mb(params, optimizer, model) + activations
+    if ema is not None:
+        ema.copy_to_model()
     model.eval()
+    model.requires_grad_(False)  # evaluation only from here (and KIND's frozen-learngene product is cached)
     return TrainResult(
         steps=cfg.steps,
         final_loss=curve[-1][1],

@@ -128,3 +128,11 @@ def test_gate_assignments_and_what_the_null_label_opens():
     assert own[5].sum() > 0 and (own[:5] * own[5]).sum() == 0  # its own tailors, shared with no class
     with pytest.raises(ValueError, match="disjoint windows need n_tailors >= 6"):
         gate_masks(5, 5, 1, "disjoint", 0, null_tailors="own")
+
+
+def test_more_classes_than_windows_get_distinct_random_gates():
+    from kind_bench.kind.gate import gate_masks
+
+    masks = gate_masks(150, 32, 16, "block", 0)[:150]
+    assert len({tuple(row.tolist()) for row in masks}) == 150  # block windows would give only 32
+    assert (masks.sum(1) == 16).all()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import shutil
 from unittest import mock
 
 import pytest
@@ -10,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from kind_bench.cli import main
-from kind_bench.config import EvalConfig
+from kind_bench.config import EvalConfig, compose
 from kind_bench.errors import UserError
 from kind_bench.methods import compose_ancestry
 from kind_bench.metrics.fidelity import LocalInceptionV3, quality_metrics
@@ -83,3 +85,104 @@ def test_inception_without_local_weights_is_bad_input():
     with pytest.raises(UserError, match="eval.inception_weights=/no/weights.pth: no such file"):
         quality_metrics(torch.zeros(4, 1, 8, 8), torch.zeros(4, 1, 8, 8), cfg, weights=None,
                         device=torch.device("cpu"))
+
+
+def test_fd_on_dinov2_features_from_local_weights(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from kind_bench.metrics.fidelity import fd_dinov2
+
+    model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0, img_size=224)
+    path = tmp_path / "dinov2.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    cfg = EvalConfig(dinov2_weights=str(path))
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(6, 3, 16, 16, generator=g) * 2 - 1, torch.rand(6, 3, 16, 16, generator=g) * 2 - 1
+    assert math.isfinite(fd_dinov2(a, b, cfg, torch.device("cpu"))) and fd_dinov2(a, a, cfg, torch.device("cpu")) < 1e-3
+    with pytest.raises(UserError, match="eval.dinov2_weights=/no/such: no such file"):
+        fd_dinov2(a, b, EvalConfig(dinov2_weights="/no/such"), torch.device("cpu"))
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c", "d", "e", "f"):
+        (tmp_path / "root" / name).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(tmp_path / "root" / name / f"{i}.png")
+    return tmp_path / "root"
+
+
+def test_a_streamed_imagefolder_trains_a_latent_model_from_a_cache_encoded_once(tmp_path, image_folder, tiny_vae,
+                                                                                  monkeypatch):
+    from kind_bench.models.vae import VaeCodec
+
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    real = VaeCodec.moments
+    monkeypatch.setattr(VaeCodec, "moments", lambda self, x: calls.append(len(x)) or real(self, x))
+    overrides = ["data=imagefolder", f"data.root={image_folder}", "data.image_size=8", "data.channels=1",
+                 "data.storage=files", "data.workers=0", "data.flip=true", "data.latents=sample",
+                 "suite.ancestry_classes=[0,1,2]", "task.target_classes=[3,4,5]", f"model.vae_path={tiny_vae}",
+                 *micro(ancestry=False), "pretrain.steps=3", "eval.feature_extractor=inception-v3-compat"]
+    assert main(["data", *overrides]) == 0
+    prepared = next((tmp_path / "artifacts/data").glob("*.safetensors"))
+    assert "images" not in load_file(str(prepared))  # an index, not the pixels
+    from kind_bench.config import compose
+    from kind_bench.data import load_prepared
+    from kind_bench.data.latents import encode_cached
+    from kind_bench.models.vae import make_codec
+
+    cfg = compose(overrides)
+    codec = make_codec(str(tiny_vae), 1, 8, torch.device("cpu"))
+    train = load_prepared(cfg).train
+    first = encode_cached(cfg, train, codec, torch.device("cpu"))
+    encoded = sum(calls)
+    assert encoded == 2 * len(train)  # each image and its mirror image, once
+    assert first.mean.shape[:2] == (len(train), 2) and (first.std > 0).all()
+    again = encode_cached(cfg, train, codec, torch.device("cpu"))
+    assert sum(calls) == encoded and torch.equal(again.mean, first.mean)  # reused, not re-encoded
+    draws = first.draw(torch.arange(4), torch.Generator().manual_seed(0))
+    assert draws.shape == (4, 2, 4, 4) and not torch.equal(draws, first.mean[:4, 0] * codec.scale)
+    with pytest.raises(UserError, match="streams from files"):
+        _ = train.images
+
+
+def test_the_paper_suite_composes_from_local_paths_and_a_class_split_file(tmp_path, image_folder, tiny_vae):
+    import json
+
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"pretrain": ["a", "c", "e"], "novel": ["b", "d", "f"]}))
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"")
+    cfg = compose(["suite=paper", f"data.root={image_folder}", f"model.vae_path={tiny_vae}",
+                   f"suite.class_split={split}", f"eval.inception_weights={weights}"])
+    assert cfg.suite.ancestry_classes == [0, 2, 4] and cfg.task.target_classes == [1, 3, 5]
+    assert (cfg.model.name, cfg.sample.scheduler, cfg.sample.steps, cfg.sample.guidance_scale) == ("dit_b2", "ddpm",
+                                                                                                   250, 1.5)
+    assert (cfg.pretrain.ema, cfg.pretrain.lr, cfg.pretrain.batch_size, cfg.diffusion.beta_schedule) == (
+        0.9999, 1e-4, 256, "linear")
+    assert cfg.data.storage == "files" and cfg.data.flip and cfg.data.latents == "sample"
+    split.write_text(json.dumps({"pretrain": ["a", "zebra"], "novel": ["b"]}))
+    with pytest.raises(UserError, match="names classes data.root does not have: \\['zebra'\\]"):
+        compose(["suite=paper", f"data.root={image_folder}", f"model.vae_path={tiny_vae}",
+                 f"suite.class_split={split}", f"eval.inception_weights={weights}"])
+
+
+def test_a_task_with_a_root_of_its_own_trains_on_that_root(tmp_path, image_folder, monkeypatch):
+    from kind_bench.config import compose
+    from kind_bench.data import load_prepared
+
+    monkeypatch.chdir(tmp_path)
+    shift = tmp_path / "shift"
+    shutil.copytree(image_folder, shift)
+    base = ["data=imagefolder", f"data.root={image_folder}", "data.image_size=8", "data.channels=1",
+            "suite.ancestry_classes=[0,1,2]", "task.target_classes=[3,4,5]"]
+    assert main(["data", *base, f"task.root={shift}"]) == 0
+    cfg = compose([*base, f"task.root={shift}"])
+    own, suite = load_prepared(cfg, task=True), load_prepared(cfg)
+    assert own.record["root"] == str(shift) and suite.record["root"] == str(image_folder)

@@ -72,8 +72,7 @@ def select_classes(
             index = index[torch.randperm(len(index), generator=generator)[:shots]].sort().values
         keep.append(index)
         labels.append(torch.full((len(index),), new, dtype=torch.long))
-    index = torch.cat(keep)
-    return ImageSet(data.images[index].contiguous(), torch.cat(labels))
+    return data.subset(torch.cat(keep)).relabel(torch.cat(labels))
 
 
 def ancestry_set(data: ImageSet, classes: list[int]) -> ImageSet:
@@ -84,4 +83,4 @@ def ancestry_set(data: ImageSet, classes: list[int]) -> ImageSet:
 def target_set(data: ImageSet, task: TaskConfig, shots: int | None = None, seed: int = 0) -> ImageSet:
     """The transfer view: the task's target classes, moved into the task's domain."""
     chosen = select_classes(data, task.target_classes, "task.target_classes", shots, seed)
-    return ImageSet(domain_transform(task.domain)(chosen.images).contiguous(), chosen.labels)
+    return chosen.map(domain_transform(task.domain), task.domain)

@@ -4,7 +4,9 @@ From the paper: the gate is binary, fixed by the class label and not learned; le
 every class. Our assumptions (the paper does not pin them down; each is an ancestry option):
 
 * which tailors a class opens (``assignment``): ``block``, an evenly spaced contiguous window of
-  ``per_class`` tailors (windows of neighbouring classes overlap when ``per_class`` exceeds the spacing);
+  ``per_class`` tailors (windows of neighbouring classes overlap when ``per_class`` exceeds the spacing;
+  with more classes than tailors there are fewer distinct windows than classes, so ``block`` then falls
+  back to seeded random subsets, e.g. 150 ImageNet classes);
   ``disjoint``, the tailors split into one contiguous group per class (``per_class`` is unused); or
   ``random``, a seeded random subset of ``per_class``;
 * what the null label of classifier-free guidance opens (``null_tailors``): ``none`` (the unconditional
@@ -37,6 +39,8 @@ def gate_masks(num_classes: int, n_tailors: int, per_class: int, assignment: str
     if null_tailors not in NULL_TAILORS:
         raise ValueError(f"null_tailors={null_tailors!r} is not one of {NULL_TAILORS}")
     slots = num_classes + (null_tailors == "own")  # the null label takes a slot of its own
+    if assignment == "block" and slots > n_tailors:  # only n_tailors distinct windows: classes would share gates
+        assignment = "random"
     if assignment == "disjoint" and n_tailors < slots:
         raise ValueError(f"disjoint windows need n_tailors >= {slots} (one per class), not {n_tailors}")
     masks = torch.zeros(num_classes + 1, n_tailors)

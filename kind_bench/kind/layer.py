@@ -75,8 +75,14 @@ class KindLinear(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear, n_tailors: int, gate: ClassGate) -> KindLinear:
         """Decompose a dense layer by SVD: with every component open it is the same function."""
+        from kind_bench.models import weights_will_load
+
         layer = cls(linear.in_features, linear.out_features, n_tailors, gate, bias=linear.bias is not None)
         layer.to(device=linear.weight.device, dtype=linear.weight.dtype)
+        if weights_will_load():  # saved components follow: no SVD (zeros until they are loaded)
+            for p in layer.parameters():
+                torch.nn.init.zeros_(p)
+            return layer
         U, sigma, Vh = torch.linalg.svd(linear.weight.detach().double(), full_matrices=False)  # noqa: N806
         layer.set_components(U.to(linear.weight.dtype), sigma.to(linear.weight.dtype), Vh.T.to(linear.weight.dtype))
         if linear.bias is not None:

@@ -26,6 +26,7 @@ DIRECTION: dict[str, str | None] = {
     "is_gap": "lower",
     "precision": "higher",
     "recall": "higher",
+    "fd_dinov2": "lower",
     "top1": "higher",
     "nll": "lower",
     "ece": "lower",

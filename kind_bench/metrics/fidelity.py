@@ -54,6 +54,24 @@ class ImageTensors(Dataset):
         return self.images[index]
 
 
+class SetImages(Dataset):
+    """A torch-fidelity input read from an image set's own Dataset (files are read one at a time)."""
+
+    def __init__(self, images) -> None:  # an ImageSet or FileSet
+        self.items = images.dataset()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return to_uint8(self.items[index][0].unsqueeze(0))[0]
+
+
+def fidelity_input(images) -> Dataset:
+    """torch-fidelity's input for a tensor of [-1, 1] images or an image set (ImageSet, FileSet)."""
+    return ImageTensors(images) if torch.is_tensor(images) else SetImages(images)
+
+
 class DigitsFeatureExtractor(FeatureExtractorBase):
     """torch-fidelity adapter for the evaluator CNN: features 'features' (bottleneck) and 'logits'."""
 
@@ -107,8 +125,67 @@ class LocalInceptionV3(FeatureExtractorInceptionV3):
                              **kwargs)
 
 
+class LocalDinoV2(FeatureExtractorBase):
+    """DINOv2 features from local weights (timm's layout; torch-fidelity's own DINOv2 extractor only
+    downloads through torch.hub): images resized bicubically to 224, ImageNet-normalised, CLS token."""
+
+    ARCH = "vit_small_patch14_dinov2"
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        import timm
+
+        if not feature_extractor_weights_path or not Path(feature_extractor_weights_path).is_file():
+            raise UserError(f"eval.dinov2_weights={feature_extractor_weights_path}: no such file (fd_dinov2 needs "
+                            "local weights; nothing is downloaded)")
+        self.model = timm.create_model(self.ARCH, pretrained=False, num_classes=0, img_size=224)
+        state = load_tensors(feature_extractor_weights_path, "DINOv2 weights", foreign=True)
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise UserError(f"eval.dinov2_weights={feature_extractor_weights_path} does not fit timm's "
+                            f"{self.ARCH} ({str(exc).splitlines()[0]})") from None
+        self.model.eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    @staticmethod
+    def get_provided_features_list():
+        return ("dinov2",)
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return "dinov2"
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, 224, 224, dtype=torch.uint8)
+
+    def forward(self, x):
+        x = torch.nn.functional.interpolate(x.float() / 255.0, size=(224, 224), mode="bicubic", align_corners=False)
+        return (self.model((x - self.mean) / self.std),)
+
+
+DINOV2 = "dinov2-local"
+
+
+def fd_dinov2(generated: torch.Tensor, reference: torch.Tensor, cfg: EvalConfig, device: torch.device) -> float:
+    """The Frechet distance of DINOv2 features (dgm-eval's recommended replacement for Inception's)."""
+    LocalDinoV2.ARCH = cfg.dinov2_arch
+    raw = calculate_metrics(input1=fidelity_input(generated), input2=fidelity_input(reference),
+                            cuda=device.type == "cuda", fid=True, feature_extractor=DINOV2,
+                            feature_extractor_weights_path=cfg.dinov2_weights, batch_size=64, save_cpu_ram=True,
+                            verbose=False)
+    return float(raw["frechet_inception_distance"])
+
+
 def _register() -> None:
-    for name, cls in (("digits_cnn", DigitsFeatureExtractor), (SAFE_INCEPTION, LocalInceptionV3)):
+    for name, cls in (("digits_cnn", DigitsFeatureExtractor), (SAFE_INCEPTION, LocalInceptionV3),
+                      (DINOV2, LocalDinoV2)):
         if name not in FEATURE_EXTRACTORS_REGISTRY:
             register_feature_extractor(name, cls)
 
@@ -124,7 +201,7 @@ def _extractor(cfg: EvalConfig, weights: str | Path | None) -> dict[str, object]
 
 def inception_score(images: torch.Tensor, cfg: EvalConfig, weights: str | Path | None, device: torch.device) -> float:
     """The Inception-style score of a set of images on the configured extractor."""
-    raw = calculate_metrics(input1=ImageTensors(images), cuda=device.type == "cuda", isc=True,
+    raw = calculate_metrics(input1=fidelity_input(images), cuda=device.type == "cuda", isc=True,
                             isc_splits=cfg.isc_splits, batch_size=256, save_cpu_ram=True, verbose=False,
                             **_extractor(cfg, weights))
     return float(raw["inception_score_mean"])
@@ -138,8 +215,8 @@ def quality_metrics(
     ``is_gap``: |IS - IS of the reference| (IS alone has no better direction here, see README)."""
     n = min(len(generated), len(reference))
     raw = calculate_metrics(
-        input1=ImageTensors(generated),
-        input2=ImageTensors(reference),
+        input1=fidelity_input(generated),
+        input2=fidelity_input(reference),
         cuda=device.type == "cuda",
         isc=True, fid=True, kid=True, prc=True,
         kid_subset_size=min(cfg.kid_subset_size, n),
@@ -168,15 +245,17 @@ class Scorer:
     """Scores sample sets against one fixed reference (its own IS computed once): the torch-fidelity
     metrics of :func:`quality_metrics` and, on the digits evaluator, ``class_accuracy``."""
 
-    def __init__(self, reference: torch.Tensor, cfg: EvalConfig, weights: str | Path | None,
-                 device: torch.device) -> None:
+    def __init__(self, reference, cfg: EvalConfig, weights: str | Path | None, device: torch.device) -> None:
         self.reference, self.cfg, self.weights, self.device = reference, cfg, weights, device
         self.reference_is = inception_score(reference, cfg, weights, device)
 
-    def __call__(self, generated: torch.Tensor, source_ids: torch.Tensor) -> dict[str, float]:
-        """Every metric of ``generated``; ``source_ids``: each image's class in the source data."""
+    def __call__(self, generated, source_ids: torch.Tensor) -> dict[str, float]:
+        """Every metric of ``generated`` (a tensor or an image set); ``source_ids``: each image's class in
+        the source data (for ``class_accuracy`` on tensors)."""
         metrics = quality_metrics(generated, self.reference, self.cfg, self.weights, self.device, self.reference_is)
-        if self.cfg.feature_extractor == "digits_cnn":
+        if self.cfg.dinov2_weights:
+            metrics["fd_dinov2"] = fd_dinov2(generated, self.reference, self.cfg, self.device)
+        if self.cfg.feature_extractor == "digits_cnn" and torch.is_tensor(generated):
             metrics["class_accuracy"] = class_accuracy(generated, source_ids, self.weights)
         return metrics
 

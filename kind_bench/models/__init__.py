@@ -9,6 +9,8 @@ class-embedding tables, the ViT's classifier head) and its final layer. One meth
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from torch import nn
@@ -40,6 +42,25 @@ VIT = Arch("vit", "blocks",
 ARCHS = {a.name: a for a in (DIT, VIT)}
 #: the DiT's roles, for code and configs that name DiT paths
 LINEAR_ROLES = DIT.roles
+
+
+_WEIGHTS_FOLLOW: ContextVar[bool] = ContextVar("weights_follow", default=False)
+
+
+@contextmanager
+def weights_follow() -> Iterator[None]:
+    """Builds inside the block are about to receive saved weights: factorised layers skip the SVD that
+    would initialise them (217 s for a DiT-L/2 KIND ancestry on a CPU, then overwritten)."""
+    token = _WEIGHTS_FOLLOW.set(True)
+    try:
+        yield
+    finally:
+        _WEIGHTS_FOLLOW.reset(token)
+
+
+def weights_will_load() -> bool:
+    """Whether the current build's weights are about to be loaded (see :func:`weights_follow`)."""
+    return _WEIGHTS_FOLLOW.get()
 
 
 def build_backbone(target) -> nn.Module:  # target: kind_bench.methods.Target
@@ -107,5 +128,5 @@ def final_layer_parameters(model: nn.Module) -> list[nn.Parameter]:
 __all__ = [
     "ARCHS", "DIT", "LINEAR_ROLES", "ROLES", "VIT", "Arch", "arch_of", "block_linears", "blocks", "build_backbone",
     "build_dit", "build_vit", "check_roles", "class_embedders", "final_layer_parameters", "initialize_dit_weights",
-    "is_label_parameter", "label_parameters", "null_label", "role_paths",
+    "is_label_parameter", "label_parameters", "null_label", "role_paths", "weights_follow", "weights_will_load",
 ]

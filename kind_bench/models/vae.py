@@ -49,6 +49,12 @@ class VaeCodec:
         return self.vae.encode(images).latent_dist.mean * self.scale
 
     @torch.no_grad()
+    def moments(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images in [-1, 1] -> the posterior's (mean, std), unscaled."""
+        posterior = self.vae.encode(images).latent_dist
+        return posterior.mean, posterior.std
+
+    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> images in [-1, 1]."""
         return self.vae.decode(latents / self.scale).sample.clamp(-1, 1)

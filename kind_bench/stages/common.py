@@ -15,13 +15,16 @@ from kind_bench.errors import UserError
 from kind_bench.identity import ancestry_identity, is_canonical_ancestry
 from kind_bench.io import load_metadata, load_module, load_tensors
 from kind_bench.methods import Target, make_ancestry
+from kind_bench.models import weights_follow
 from kind_bench.models.vae import PixelCodec, VaeCodec, make_codec
 from kind_bench.paths import ancestry_seed, ancestry_weights, evaluator_weights
 
 
 def setup(cfg: Config) -> tuple[torch.device, PixelCodec | VaeCodec]:
-    """The device (CUDA when present) and the pixel or latent codec."""
+    """The device (CUDA when present, with TF32 as ``runtime.tf32`` says) and the pixel or latent codec."""
     device = pick_device()
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.runtime.tf32
     return device, make_codec(cfg.model.vae_path, cfg.data.channels, cfg.data.image_size, device)
 
 
@@ -63,7 +66,8 @@ def load_ancestry(cfg: Config, name: str, codec: PixelCodec | VaeCodec, device: 
     """Rebuild the pre-trained ancestry a cell transfers from; returns it and its file's checksum."""
     ancestry = make_ancestry(cfg, name)
     target = make_target(cfg, codec, len(cfg.suite.ancestry_classes), cfg.model.depth)
-    model = ancestry.build(target)
+    with weights_follow():
+        model = ancestry.build(target)
     meta = load_module(ancestry_weights(cfg, name), model, what=f"ancestry checkpoint ({name})",
                        hint=pretrain_hint(cfg, name))
     return model.to(device).eval(), meta["sha256"]

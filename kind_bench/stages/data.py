@@ -7,8 +7,11 @@ from kind_bench.data import prepare, prepared_path
 
 
 def run(cfg: Config) -> str:
-    """Write ``artifacts/data/<data>.safetensors`` and print the split record."""
-    record = prepare(cfg)
-    print(f"data: {prepared_path(cfg)} train={record['n_train']} val={record['n_val']} test={record['n_test']} "
-          f"(split seed {record['split_seed']}, source sha256 {str(record['source_sha256'])[:10]})")
+    """Write ``artifacts/data/<data>.safetensors`` (and, for a task with a root of its own, that root's
+    prepared set) and print the split records."""
+    for task in (False, True) if cfg.task.root else (False,):
+        record = prepare(cfg, task)
+        print(f"data: {prepared_path(cfg, task)} train={record['n_train']} val={record['n_val']} "
+              f"test={record['n_test']} (split seed {record['split_seed']}, source sha256 "
+              f"{str(record['source_sha256'])[:10]})")
     return "success"

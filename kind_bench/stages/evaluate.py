@@ -23,11 +23,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kind_bench.config import Config, as_dict
-from kind_bench.data import ImageSet, load_prepared, target_set
+from kind_bench.data import FileSet, ImageSet, load_prepared, target_set
 from kind_bench.diffusion import noise_scheduler, sample
 from kind_bench.errors import UserError
 from kind_bench.identity import PUBLISHED, namespace, seedless_digest
 from kind_bench.io import atomic_path, load_module, read_json, write_json
+from kind_bench.kind.decompose import deploy
 from kind_bench.lock import exclusive
 from kind_bench.methods import make_method
 from kind_bench.metrics import DIRECTION, primary_metric
@@ -44,7 +45,14 @@ from kind_bench.paths import (
     snapshot_path,
 )
 from kind_bench.results import provenance, record
-from kind_bench.stages.common import descendant_depth, load_ancestry, make_target, require_evaluator, setup
+from kind_bench.stages.common import (
+    descendant_depth,
+    load_ancestry,
+    make_target,
+    require_evaluator,
+    seed_everything,
+    setup,
+)
 from kind_bench.tracks import Measurement, flops_per_item, measure_classifier
 from kind_bench.train import show_progress
 
@@ -57,21 +65,32 @@ def draw_seed(seed: int, draw: int) -> int:
 @torch.no_grad()
 def generate(model: nn.Module, classes: list[int], per_class: int, seed: int, cfg: Config, codec,
              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``per_class`` images of each of ``classes`` (model labels), as ([-1, 1] images, label). Classes are
-    interleaved in each batch, as in DiT's sampling script; the noise is a function of ``seed`` only."""
+    """``per_class`` images of each of ``classes`` (model labels), as ([-1, 1] images, label).
+
+    The starting noise of every image is drawn first, from ``seed`` alone, so every method with that seed
+    starts from the same noise; then each class is sampled in turn (in batches of ``sample.batch_size``),
+    a KIND model through its merged dense weights for that class (``sample.merged``: the same function,
+    at a dense model's cost).
+    """
     scheduler = noise_scheduler(cfg.diffusion)
     labels = torch.tensor(classes, device=device).repeat(per_class)
     generator = torch.Generator(device=device).manual_seed(seed)
+    noise = torch.randn((len(labels), codec.channels, codec.size, codec.size), generator=generator, device=device)
     null = null_label(model)
-    images = []
-    for batch in labels.split(cfg.sample.batch_size):
-        x = sample(model, batch, (codec.channels, codec.size, codec.size), scheduler, cfg.sample, null, generator,
-                   progress=show_progress(cfg.quiet))
-        images.append(codec.decode(x).cpu())
-    generated = torch.cat(images)
-    if not torch.isfinite(generated).all():
+    guided = cfg.sample.guidance_scale > 1
+    images: torch.Tensor | None = None
+    for c in classes:
+        net = deploy(model, c, guided) if cfg.sample.merged and hasattr(model, "kind_gate") else model
+        for index in torch.nonzero(labels == c).flatten().split(cfg.sample.batch_size):
+            x = sample(net, labels[index], noise[index], scheduler, cfg.sample, null, generator,
+                       progress=show_progress(cfg.quiet))
+            decoded = codec.decode(x)
+            if images is None:
+                images = decoded.new_empty((len(labels), *decoded.shape[1:]))
+            images[index] = decoded
+    if not torch.isfinite(images).all():
         raise FloatingPointError("generated samples contain NaN or inf")
-    return generated, labels.cpu()
+    return images.cpu(), labels.cpu()
 
 
 def save_grid(path, images: torch.Tensor, labels: torch.Tensor, per_class: int = 10) -> None:
@@ -97,14 +116,19 @@ def nonfinite(metrics: dict[str, float]) -> list[str]:
     return sorted(name for name, value in metrics.items() if not math.isfinite(value))
 
 
-def measurer(cfg: Config, part: ImageSet, source_ids: list[int], codec, device: torch.device
+def reference_of(part: ImageSet | FileSet):
+    """What the Scorer compares with: the images of a tensor-backed set, the set itself when it streams."""
+    return part.images if isinstance(part, ImageSet) else part
+
+
+def measurer(cfg: Config, part: ImageSet | FileSet, source_ids: list[int], codec, device: torch.device
              ) -> Callable[[nn.Module, bool], Measurement]:
     """How to measure a trained model against ``part`` (labels 0..K-1 meaning ``source_ids``): sampled
     draws scored on the evaluator (generation; ``final`` models get ``eval.draws`` full draws, others one
     smaller draw) or predictions (classification)."""
     if cfg.track == "classification":
-        return lambda model, final: measure_classifier(model, part, device)
-    scorer = Scorer(part.images, cfg.eval, evaluator_weights(cfg), device)
+        return lambda model, final: measure_classifier(model, part, device, cfg.data.workers)
+    scorer = Scorer(reference_of(part), cfg.eval, evaluator_weights(cfg), device)
     classes, ids = list(range(len(source_ids))), torch.tensor(source_ids)
 
     def measure(model: nn.Module, final: bool) -> Measurement:
@@ -138,11 +162,12 @@ def evaluate_cell(cfg: Config) -> str:
     by_budget: dict[str, dict[str, float]] = {}
     train_info = dict(trained["train_info"])
     if trained["status"] == "success":
-        part = target_set(load_prepared(cfg).part(cfg.eval.split), cfg.task)
+        part = target_set(load_prepared(cfg, task=True).part(cfg.eval.split), cfg.task)
         measure = measurer(cfg, part, cfg.task.target_classes, codec, device)
         ancestry = load_ancestry(cfg, method.ancestry.name, codec, device)[0] if method.ancestry else None
         target = make_target(cfg, codec, len(cfg.task.target_classes), descendant_depth(cfg))
-        model = method.build(ancestry, target).model.to(device)
+        seed_everything(cfg.seed)  # the same build as in training: the frozen part is rebuilt, not stored
+        model = method.build(ancestry, target).model.to(device).requires_grad_(False)
         primary = primary_metric(cfg)
         start = time.perf_counter()
         try:

@@ -19,6 +19,7 @@ from kind_bench.metrics.fidelity import Scorer
 from kind_bench.paths import Cell, evaluator_weights, published_result
 from kind_bench.results import REFERENCE_ROW, provenance, record
 from kind_bench.stages.common import require_evaluator, setup
+from kind_bench.stages.evaluate import reference_of
 
 
 def run(cfg: Config) -> str:
@@ -26,10 +27,10 @@ def run(cfg: Config) -> str:
     cell = Cell(REFERENCE_ROW, cfg.task.name, cfg.seed)
     require_evaluator(cfg)
     device, _ = setup(cfg)
-    prepared = load_prepared(cfg)
+    prepared = load_prepared(cfg, task=True)
     real, reference = target_set(prepared.train, cfg.task), target_set(prepared.test, cfg.task)
-    scorer = Scorer(reference.images, cfg.eval, evaluator_weights(cfg), device)
-    metrics = scorer(real.images, torch.tensor(cfg.task.target_classes)[real.labels])
+    scorer = Scorer(reference_of(reference), cfg.eval, evaluator_weights(cfg), device)
+    metrics = scorer(reference_of(real), torch.tensor(cfg.task.target_classes)[real.labels])
     run_info = {"run_id": cell.id, "method": REFERENCE_ROW, "task": cfg.task.name, "seed": cfg.seed,
                 "suite": cfg.suite.name, "config": as_dict(cfg), "status": "success", "error": None,
                 "split": prepared.record, "eval_split": "test"}

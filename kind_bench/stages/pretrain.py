@@ -18,6 +18,7 @@ import torch
 from kind_bench.checkpoint import fingerprint
 from kind_bench.config import Config, as_dict
 from kind_bench.data import ancestry_set, load_prepared
+from kind_bench.data.latents import training_inputs
 from kind_bench.identity import ancestry_identity
 from kind_bench.io import load_module, save_module, write_json
 from kind_bench.lock import exclusive
@@ -46,10 +47,10 @@ def run(cfg: Config) -> str:
         snapshots: dict[int, dict[str, torch.Tensor]] = {}
         tag = fingerprint(as_dict(cfg), f"pretrain {name}", type(ancestry), str(prepared.record["data_sha256"]))
         result = train(model, [Phase(1.0, ancestry.trainable_parameters(model))],
-                       codec.encode(data.images.to(device)), data.labels.to(device), cfg.pretrain,
+                       training_inputs(cfg, data, codec, device), data.labels.to(device), cfg.pretrain,
                        objective(cfg, model), seed=cfg.seed,
                        desc=f"pretrain {name} seed {cfg.seed}", quiet=cfg.quiet,
-                       checkpoint=weights.with_suffix(".resume.safetensors"), fingerprint=tag,
+                       checkpoint=weights.with_suffix(".resume.safetensors"), fingerprint=tag, runtime=cfg.runtime,
                        on_snapshot=lambda step, m: snapshots.__setitem__(step, {k: v.clone() for k, v
                                                                                 in m.state_dict().items()}))
         identity = ancestry_identity(as_dict(cfg), cfg.seed, str(prepared.record["data_sha256"]))

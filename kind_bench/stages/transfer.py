@@ -21,10 +21,11 @@ from typing import Any
 from kind_bench.checkpoint import fingerprint, has_checkpoint
 from kind_bench.config import Config, as_dict
 from kind_bench.data import load_prepared, target_set
+from kind_bench.data.latents import training_inputs
 from kind_bench.errors import UserError
 from kind_bench.io import load_metadata, read_json, save_module, write_json
 from kind_bench.lock import exclusive
-from kind_bench.methods import Method, distribution_of, make_method, training_phases
+from kind_bench.methods import Method, distribution_of, make_method, training_phases, unique
 from kind_bench.paths import Cell, ancestry_seed, cell_of, lock_path, run_dir, snapshot_path
 from kind_bench.stages.common import (
     check_ancestry,
@@ -57,7 +58,7 @@ def finished(cfg: Config, cell: Cell, tag: str) -> dict[str, Any] | None:
 
 def inputs(cfg: Config, method: Method) -> list[str]:
     """Checksums of what a cell trains from: the prepared data and, if it has one, its ancestry seed."""
-    found = [str(load_prepared(cfg).record["data_sha256"])]
+    found = [str(load_prepared(cfg, task=True).record["data_sha256"])]
     if method.ancestry is not None:
         found.append(check_ancestry(cfg, method.ancestry.name))
     return found
@@ -76,7 +77,7 @@ def train_cell(cfg: Config) -> str:
     if finished(cfg, cell, tag):
         print(f"transfer {rid}: up to date (same training config, data, ancestry and code)")
         return "success"
-    prepared = load_prepared(cfg)
+    prepared = load_prepared(cfg, task=True)
     record: dict[str, Any] = {
         "run_id": rid, "method": method.name, "task": cfg.task.name, "seed": cfg.seed,
         "ancestry_seed": ancestry_seed(cfg) if method.ancestry else None, "config": as_dict(cfg), "error": None,
@@ -100,10 +101,12 @@ def train_cell(cfg: Config) -> str:
         model = built.model.to(device)
         phases = training_phases(method, model, cfg.transfer.final_layer)
         result = train(
-            model, phases, codec.encode(data.images.to(device)), data.labels.to(device), cfg.transfer,
+            model, phases, training_inputs(cfg, data, codec, device), data.labels.to(device), cfg.transfer,
             objective(cfg, model), seed=cfg.seed, desc=f"transfer {rid}",
             quiet=cfg.quiet, checkpoint=resume, fingerprint=tag,
-            on_snapshot=lambda step, m: save_module(snapshot_path(cfg, cell, step), m, {"fingerprint": tag}),
+            on_snapshot=lambda step, m: save_module(snapshot_path(cfg, cell, step), m, {"fingerprint": tag},
+                                                    params=unique([p for phase in phases for p in phase.params])),
+            runtime=cfg.runtime,
         )
     except UserError:
         raise

@@ -1,0 +1,98 @@
+"""A latent DiT's training inputs: encoded once, in batches, on the device, cached on disk, reused.
+
+For a model in a VAE's latent space (``model.vae_path``) the training images are encoded through a
+DataLoader (``data.workers`` workers; files are read one at a time with ``data.storage=files``) into the
+VAE posterior's mean and standard deviation, for the images and, with ``data.flip``, their horizontal
+mirror images. The moments go to safetensors shards under ``<artifacts>/latents/<key>/`` with a manifest;
+the key hashes the images (:meth:`identity` of the set) and the VAE (its config and weight files), so
+every stage and cell that trains on the same images with the same VAE reuses them, and a change to either
+makes new ones. Each training step then takes the mean (``data.latents=mean``) or a draw from the
+posterior (``sample``, DiT's choice), of a random orientation, times the VAE's scaling factor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from kind_bench.config import Config
+from kind_bench.io import load_tensors, save_tensors, write_json
+
+SHARD = 4096  # images per shard
+
+
+class PosteriorSet:
+    """The cached posterior moments of a set of images (both orientations when flipped)."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, scale: float, sample: bool) -> None:
+        self.mean, self.std, self.scale, self.sample = mean, std, scale, sample  # (N, orientations, C, H, W)
+
+    def __len__(self) -> int:
+        return len(self.mean)
+
+    def draw(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Scaled latents of ``index``: a random orientation each, the mean or a posterior draw."""
+        side = torch.randint(0, self.mean.shape[1], (len(index),), generator=generator, device=index.device)
+        mean, std = self.mean[index, side], self.std[index, side]
+        if self.sample:
+            mean = mean + std * torch.randn(mean.shape, generator=generator, device=mean.device)
+        return mean * self.scale
+
+
+def vae_digest(path: str) -> str:
+    """SHA-256 of a diffusers VAE folder's config and weight files."""
+    digest = hashlib.sha256()
+    for file in sorted(Path(path).rglob("*")):
+        if file.is_file() and file.suffix in (".json", ".safetensors"):
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
+def cache_dir(cfg: Config, images, flip: bool) -> Path:
+    """Where the moments of ``images`` under this VAE live."""
+    key = hashlib.sha256(f"{images.identity()}|{vae_digest(cfg.model.vae_path)}|flip={flip}".encode()).hexdigest()
+    return Path(cfg.paths.artifacts) / "latents" / key[:24]
+
+
+def _write_shard(folder: Path, index: int, means: list[torch.Tensor], stds: list[torch.Tensor]) -> None:
+    save_tensors(folder / f"shard-{index:05d}.safetensors", {"mean": torch.cat(means), "std": torch.cat(stds)})
+
+
+@torch.no_grad()
+def encode_cached(cfg: Config, images, codec, device: torch.device) -> PosteriorSet:
+    """The posterior moments of ``images`` (an ImageSet or FileSet), from the cache or encoded now."""
+    folder = cache_dir(cfg, images, cfg.data.flip)
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        loader = DataLoader(images.dataset(), batch_size=64, num_workers=cfg.data.workers, shuffle=False)
+        means: list[torch.Tensor] = []
+        stds: list[torch.Tensor] = []
+        shards = 0
+        for batch, _ in loader:
+            batch = batch.to(device)
+            moments = [codec.moments(side) for side in ([batch, batch.flip(-1)] if cfg.data.flip else [batch])]
+            means.append(torch.stack([m for m, _ in moments], 1).cpu())
+            stds.append(torch.stack([s for _, s in moments], 1).cpu())
+            if sum(len(m) for m in means) >= SHARD:
+                _write_shard(folder, shards, means, stds)
+                means, stds, shards = [], [], shards + 1
+        if means:
+            _write_shard(folder, shards, means, stds)
+            shards += 1
+        write_json(manifest, {"shards": shards, "images": len(images), "flip": cfg.data.flip})
+    count = json.loads(manifest.read_text())["shards"]
+    loaded = [load_tensors(folder / f"shard-{i:05d}.safetensors", "latent cache shard") for i in range(count)]
+    mean = torch.cat([s["mean"] for s in loaded]).to(device)
+    std = torch.cat([s["std"] for s in loaded]).to(device)
+    return PosteriorSet(mean, std, codec.scale, sample=cfg.data.latents == "sample")
+
+
+def training_inputs(cfg: Config, images, codec, device: torch.device):
+    """What the training loop draws batches from: pixels on the device, or a latent model's cached posterior."""
+    if cfg.model.vae_path is None:
+        return codec.encode(images.images.to(device))
+    return encode_cached(cfg, images, codec, device)

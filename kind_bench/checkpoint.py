@@ -26,12 +26,16 @@ from kind_bench.identity import EVALUATION_ONLY, identifying
 from kind_bench.io import checksum, load_metadata, load_tensors, save_tensors, split_state, state_tensors
 
 
-def fingerprint(config: dict[str, Any], phase: str, *sources: type | str) -> str:
+def fingerprint(config: dict[str, Any], phase: str, *sources: type | str, resumable: bool = False) -> str:
     """A stable hash of what determines a training run: the config (minus what only shapes evaluation
-    or output), the phase, the torch thread count, and the code and inputs (:func:`code_digest`: pass
-    the method's class and the checksums of the prepared data and the ancestry)."""
+    or output), the phase, the torch thread count, the number of processes, and the code and inputs
+    (:func:`code_digest`: pass the method's class and the checksums of the prepared data and the ancestry).
+    ``resumable`` leaves the number of processes out: a checkpoint resumes under any world size (the
+    batches are the same, see :mod:`kind_bench.distributed`)."""
+    from kind_bench.distributed import world
+
     relevant = identifying(config, drop=EVALUATION_ONLY)
-    relevant["runtime"] = {"threads": torch.get_num_threads()}
+    relevant["runtime"] = {"threads": torch.get_num_threads(), **({} if resumable else {"world_size": world()[1]})}
     text = json.dumps({"phase": phase, "config": relevant, "code": code_digest(*sources)}, sort_keys=True,
                       default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -181,11 +181,12 @@ def run_all(run: Callable[[Any], str | None], configs: list, per_cell: bool) -> 
     import torch
 
     from kind_bench.config import torch_threads
+    from kind_bench.distributed import world
 
     runtime = configs[0].runtime
     threads = torch_threads(runtime, per_cell)
     workers = min(runtime.workers, len(configs))
-    if workers <= 1 or torch.cuda.is_available():
+    if workers <= 1 or torch.cuda.is_available() or world()[1] > 1:
         torch.set_num_threads(threads)
         return [run(cfg) for cfg in configs]
     with multiprocessing.get_context("fork").Pool(workers, _worker_signals, (threads,)) as pool:

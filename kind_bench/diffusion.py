@@ -50,13 +50,18 @@ def diffusion_loss(
     label_dropout: float,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Epsilon-prediction MSE at random timesteps, with label dropout to the ``null`` label."""
+    """Epsilon-prediction MSE at random timesteps, with label dropout to the ``null`` label. Every random
+    draw is for the whole (global) batch; a rank of a multi-process run then keeps its slice."""
+    from kind_bench.distributed import local_slice
+
     n = x0.shape[0]
     device = x0.device
     noise = torch.randn(x0.shape, generator=generator, device=device)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator, device=device)
     drop = torch.rand(n, generator=generator, device=device) < label_dropout
     labels = torch.where(drop, torch.full_like(labels, null), labels)
+    mine = local_slice(n)
+    x0, noise, t, labels = x0[mine], noise[mine], t[mine], labels[mine]
     noisy = scheduler.add_noise(x0, noise, t)
     pred = model(noisy, timestep=t, class_labels=labels).sample
     return torch.nn.functional.mse_loss(pred, noise)

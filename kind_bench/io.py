@@ -34,7 +34,12 @@ FILE_MODE = 0o666 & ~_umask()
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it is renamed onto ``path`` (mode per umask)."""
+    """Yield a temporary path next to ``path``; on success it is renamed onto ``path`` (mode per umask).
+    Only rank 0 of a multi-process run writes (anything else is a bug, and is refused)."""
+    from kind_bench.distributed import is_main
+
+    if not is_main():
+        raise RuntimeError(f"only rank 0 writes files, not this rank ({path})")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

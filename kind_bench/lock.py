@@ -18,7 +18,13 @@ from kind_bench.errors import UserError
 
 @contextmanager
 def exclusive(path: Path, what: str) -> Iterator[None]:
-    """Hold the lock at ``path`` for the block, or raise a one-line UserError naming the holder."""
+    """Hold the lock at ``path`` for the block, or raise a one-line UserError naming the holder (in a
+    multi-process run, rank 0 holds it for every rank)."""
+    from kind_bench.distributed import is_main
+
+    if not is_main():
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)

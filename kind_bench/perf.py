@@ -1,13 +1,16 @@
 """``python -m kind_bench.perf``: KIND's speed against its dense reference, measured side by side.
 
-Prints three ratios on the default model (``kind-bench`` config, overridable with ``key=value``):
+Prints three ratios on the default model (``kind-bench`` config, overridable with ``key=value``), each
+next to its FLOP floor (the ratio of the two sides' FLOPs, from torch's flop counter; for one gated layer
+it is 1 + N_T (in + out) / (in out)), and their targets:
 
-1. KIND pre-training step / vanilla DiT step (all parameters train in both);
-2. KIND transfer step / full fine-tune step (each with its own trainable set);
-3. merged-KIND sampling / dense sampling (one class, classifier-free guidance, the same architecture).
+1. KIND pre-training step / vanilla DiT step (all parameters train in both): target <= 1.1 x its floor;
+2. KIND transfer step / full fine-tune step (each with its own trainable set): target <= 1.0;
+3. merged-KIND sampling / dense sampling (one class, classifier-free guidance): target <= 1.02.
 
-The two sides of each ratio alternate within one process, and each ratio is the median over rounds, so
-that drift on a shared machine cancels. Absolute times are printed too.
+Steps use the training optimizer (fused AdamW). The two sides of each ratio alternate within one process,
+and each ratio is the median over rounds, so that drift on a shared machine cancels. Absolute times are
+printed too. ``--json PATH`` also writes the table.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from torch import nn
 from kind_bench.config import Config, compose, torch_threads
 from kind_bench.diffusion import diffusion_loss, noise_scheduler, sample
 from kind_bench.errors import UserError
+from kind_bench.io import write_json
 from kind_bench.kind.decompose import deploy
 from kind_bench.methods import NoOptions, Target, Vanilla, make_ancestry, method_class
+from kind_bench.metrics.cost import count_flops
 from kind_bench.models import null_label
 from kind_bench.train import set_trainable
 
@@ -33,7 +38,7 @@ def train_step(model: nn.Module, params: list[nn.Parameter], cfg: Config) -> Cal
     """One optimiser step of the shared diffusion loss on a fixed random batch."""
     set_trainable(model, params)
     model.train()
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)
     scheduler = noise_scheduler(cfg.diffusion)
     generator = torch.Generator().manual_seed(0)
     n = cfg.transfer.batch_size
@@ -64,8 +69,10 @@ def sampling(model: nn.Module, cfg: Config) -> Callable[[], None]:
     return run
 
 
-def ratio(kind: Callable[[], None], dense: Callable[[], None], repeats: int, rounds: int) -> tuple[float, float, float]:
-    """(median KIND/dense ratio, KIND ms, dense ms), alternating the two sides each round."""
+def ratio(kind: Callable[[], None], dense: Callable[[], None], repeats: int, rounds: int
+          ) -> tuple[float, float, float, float]:
+    """(median KIND/dense ratio, KIND ms, dense ms, FLOP floor), alternating the two sides each round."""
+    floor = count_flops(kind) / max(1, count_flops(dense))
     for fn in (kind, dense):
         fn()  # warm-up
     ratios, kind_ms, dense_ms = [], [], []
@@ -79,10 +86,14 @@ def ratio(kind: Callable[[], None], dense: Callable[[], None], repeats: int, rou
         kind_ms.append(times[0])
         dense_ms.append(times[1])
         ratios.append(times[0] / times[1])
-    return statistics.median(ratios), statistics.median(kind_ms), statistics.median(dense_ms)
+    return statistics.median(ratios), statistics.median(kind_ms), statistics.median(dense_ms), floor
 
 
-def measure(cfg: Config, repeats: int = 10, rounds: int = 5) -> dict[str, tuple[float, float, float]]:
+TARGETS = {"pretrain step (KIND / vanilla)": "<= 1.1 x floor", "transfer step (KIND / full fine-tune)": "<= 1.0",
+           "sampling (merged KIND / dense)": "<= 1.02"}
+
+
+def measure(cfg: Config, repeats: int = 10, rounds: int = 5) -> dict[str, tuple[float, float, float, float]]:
     """The three ratios of the module docstring."""
     torch.manual_seed(0)
     target = Target(len(cfg.task.target_classes), cfg.model.depth, cfg.model, cfg.data.channels, cfg.data.image_size)
@@ -107,9 +118,12 @@ def measure(cfg: Config, repeats: int = 10, rounds: int = 5) -> dict[str, tuple[
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the ratios for the default config (``key=value`` overrides allowed)."""
+    """Print the ratios for the default config (``key=value`` overrides allowed; ``--json PATH`` writes them)."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    out = args.pop(args.index("--json") + 1) if "--json" in args else None
+    args = [a for a in args if a != "--json"]
     try:
-        cfg = compose(["ancestry=kind", *(argv if argv is not None else sys.argv[1:])])
+        cfg = compose(["ancestry=kind", *args])
     except UserError as exc:
         print(f"kind_bench.perf: error: {exc}", file=sys.stderr)
         return 2
@@ -117,8 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model={cfg.model.name} (hidden {cfg.model.hidden_size}, depth {cfg.model.depth}), "
           f"batch {cfg.transfer.batch_size}, {torch.get_num_threads()} threads, "
           f"sampler {cfg.sample.scheduler} x{cfg.sample.steps}, guidance {cfg.sample.guidance_scale}")
-    for name, (r, kind_ms, dense_ms) in measure(cfg).items():
-        print(f"{name:40s} ratio {r:5.3f}   ({kind_ms:8.2f} ms vs {dense_ms:8.2f} ms)")
+    rows = {}
+    for name, (r, kind_ms, dense_ms, floor) in measure(cfg).items():
+        rows[name] = {"ratio": r, "floor": floor, "kind_ms": kind_ms, "dense_ms": dense_ms, "target": TARGETS[name]}
+        print(f"{name:40s} ratio {r:5.3f}  floor {floor:5.3f}  target {TARGETS[name]:16s} "
+              f"({kind_ms:8.2f} ms vs {dense_ms:8.2f} ms)")
+    if out:
+        write_json(out, {"model": cfg.model.name, "threads": torch.get_num_threads(), "ratios": rows})
     return 0
 
 

@@ -44,6 +44,10 @@ class ClassificationObjective:
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:
+        from kind_bench.distributed import local_slice
+
+        mine = local_slice(len(labels))  # a rank of a multi-process run keeps its slice of the global batch
+        images, labels = images[mine], labels[mine]
         with _gate(model, labels):
             logits = model(images)
         return F.cross_entropy(logits, labels)

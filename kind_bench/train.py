@@ -18,6 +18,9 @@ from torch import nn
 from kind_bench.checkpoint import LoopState, load_checkpoint, save_checkpoint
 from kind_bench.config import RuntimeConfig, TrainConfig
 from kind_bench.data.latents import PosteriorSet
+from kind_bench.distributed import average_gradients, barrier, world
+from kind_bench.distributed import mean as distributed_mean
+from kind_bench.errors import UserError
 from kind_bench.methods import Phase, unique
 from kind_bench.metrics.cost import count_flops, task_bytes
 
@@ -188,6 +191,10 @@ def train(
 
     device = labels.device
     params = unique([p for phase in phases for p in phase.params])
+    rank, world_size = world()
+    if cfg.batch_size % world_size:
+        raise UserError(f"batch_size={cfg.batch_size} does not divide over {world_size} processes: launch a world "
+                        "size that divides it")
     model.train()
     if runtime is not None and runtime.grad_checkpointing:
         enable_grad_checkpointing(model)
@@ -227,6 +234,7 @@ def train(
         loss = batch_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(phases[active].params)
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(phases[active].params, cfg.grad_clip)
         optimizer.step()
@@ -235,7 +243,7 @@ def train(
             ema.update()
         pending.append(loss.detach())
         if step % log_every == 0 or step == cfg.steps:
-            values = torch.stack(pending).tolist()
+            values = distributed_mean(torch.stack(pending)).tolist()
             pending.clear()
             if not all(math.isfinite(v) for v in values):
                 raise DivergenceError(f"loss became {next(v for v in values if not math.isfinite(v))} "
@@ -244,16 +252,21 @@ def train(
             curve.append((step, sum(recent) / len(recent)))
             bar.set_postfix(loss=f"{curve[-1][1]:.4f}")
         if step in snapshots and on_snapshot is not None:
-            model.eval()
-            with ema.applied() if ema else nullcontext():
-                on_snapshot(step, model)
-            model.train()
+            if rank == 0:
+                model.eval()
+                with ema.applied() if ema else nullcontext():
+                    on_snapshot(step, model)
+                model.train()
+            barrier()
         if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            state = LoopState(step, time.perf_counter() - start, [list(p) for p in curve], list(recent))
-            save_checkpoint(checkpoint, model, optimizer, lr_schedule, generator, state, fingerprint,
-                            ema.state() if ema else None)
+            if rank == 0:
+                state = LoopState(step, time.perf_counter() - start, [list(p) for p in curve], list(recent))
+                save_checkpoint(checkpoint, model, optimizer, lr_schedule, generator, state, fingerprint,
+                                ema.state() if ema else None)
+            barrier()
     elapsed = time.perf_counter() - start
-    if checkpoint is not None:
+    barrier()
+    if checkpoint is not None and rank == 0:
         checkpoint.unlink(missing_ok=True)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
     activations, flops = step_profile(batch_loss, phases[-1].params)

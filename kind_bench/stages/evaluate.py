@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from kind_bench.config import Config, as_dict
 from kind_bench.data import FileSet, ImageSet, load_prepared, target_set
 from kind_bench.diffusion import noise_scheduler, sample
+from kind_bench.distributed import gather_rows, is_main, world
 from kind_bench.errors import UserError
 from kind_bench.identity import PUBLISHED, namespace, seedless_digest
 from kind_bench.io import atomic_path, load_module, read_json, write_json
@@ -64,13 +65,14 @@ def draw_seed(seed: int, draw: int) -> int:
 
 @torch.no_grad()
 def generate(model: nn.Module, classes: list[int], per_class: int, seed: int, cfg: Config, codec,
-             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+             device: torch.device, collective: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_class`` images of each of ``classes`` (model labels), as ([-1, 1] images, label).
 
     The starting noise of every image is drawn first, from ``seed`` alone, so every method with that seed
     starts from the same noise; then each class is sampled in turn (in batches of ``sample.batch_size``),
     a KIND model through its merged dense weights for that class (``sample.merged``: the same function,
-    at a dense model's cost).
+    at a dense model's cost). In a multi-process run (``collective``) each rank denoises its share and every
+    rank gets all the images.
     """
     scheduler = noise_scheduler(cfg.diffusion)
     labels = torch.tensor(classes, device=device).repeat(per_class)
@@ -78,16 +80,18 @@ def generate(model: nn.Module, classes: list[int], per_class: int, seed: int, cf
     noise = torch.randn((len(labels), codec.channels, codec.size, codec.size), generator=generator, device=device)
     null = null_label(model)
     guided = cfg.sample.guidance_scale > 1
-    images: torch.Tensor | None = None
+    rank, size = world() if collective else (0, 1)
+    done, parts = [], []
     for c in classes:
         net = deploy(model, c, guided) if cfg.sample.merged and hasattr(model, "kind_gate") else model
-        for index in torch.nonzero(labels == c).flatten().split(cfg.sample.batch_size):
+        for index in torch.nonzero(labels == c).flatten()[rank::size].split(cfg.sample.batch_size):
             x = sample(net, labels[index], noise[index], scheduler, cfg.sample, null, generator,
                        progress=show_progress(cfg.quiet))
-            decoded = codec.decode(x)
-            if images is None:
-                images = decoded.new_empty((len(labels), *decoded.shape[1:]))
-            images[index] = decoded
+            done.append(index)
+            parts.append(codec.decode(x))
+    order = torch.cat(done)
+    local = torch.cat(parts)[torch.argsort(order)]
+    images = gather_rows(local, order.sort().values, len(labels)) if collective else local
     if not torch.isfinite(images).all():
         raise FloatingPointError("generated samples contain NaN or inf")
     return images.cpu(), labels.cpu()
@@ -121,14 +125,15 @@ def reference_of(part: ImageSet | FileSet):
     return part.images if isinstance(part, ImageSet) else part
 
 
-def measurer(cfg: Config, part: ImageSet | FileSet, source_ids: list[int], codec, device: torch.device
-             ) -> Callable[[nn.Module, bool], Measurement]:
+def measurer(cfg: Config, part: ImageSet | FileSet, source_ids: list[int], codec, device: torch.device,
+             collective: bool = True) -> Callable[[nn.Module, bool], Measurement]:
     """How to measure a trained model against ``part`` (labels 0..K-1 meaning ``source_ids``): sampled
     draws scored on the evaluator (generation; ``final`` models get ``eval.draws`` full draws, others one
-    smaller draw) or predictions (classification)."""
+    smaller draw) or predictions (classification). Not ``collective``: this rank alone samples everything."""
     if cfg.track == "classification":
         return lambda model, final: measure_classifier(model, part, device, cfg.data.workers)
-    scorer = Scorer(reference_of(part), cfg.eval, evaluator_weights(cfg), device)
+    scorer = Scorer(reference_of(part), cfg.eval, evaluator_weights(cfg), device) if is_main() or not collective \
+        else None
     classes, ids = list(range(len(source_ids))), torch.tensor(source_ids)
 
     def measure(model: nn.Module, final: bool) -> Measurement:
@@ -136,8 +141,9 @@ def measurer(cfg: Config, part: ImageSet | FileSet, source_ids: list[int], codec
             (1, cfg.sample.snapshot_samples_per_class)
         scored = []
         for d in range(draws):
-            images, labels = generate(model, classes, per_class, draw_seed(cfg.seed, d), cfg, codec, device)
-            scored.append(scorer(images, ids[labels]))
+            images, labels = generate(model, classes, per_class, draw_seed(cfg.seed, d), cfg, codec, device,
+                                      collective)
+            scored.append(scorer(images, ids[labels]) if scorer is not None else {})
         return Measurement(scored, len(images), images, labels)
 
     return measure
@@ -181,6 +187,8 @@ def evaluate_cell(cfg: Config) -> str:
                 model.eval()
                 measured = measure(model, snapshot is trained["snapshots"][-1])
                 by_budget[str(snapshot["fraction"])] = mean_metrics(measured.draws)
+            if not is_main():  # rank 0 scores and writes
+                return trained["status"]
             if bad := nonfinite(by_budget[str(trained["snapshots"][-1]["fraction"])]):
                 raise FloatingPointError(f"{', '.join(bad)} not finite")
         except UserError:

@@ -19,6 +19,7 @@ from kind_bench.checkpoint import fingerprint
 from kind_bench.config import Config, as_dict
 from kind_bench.data import ancestry_set, load_prepared
 from kind_bench.data.latents import training_inputs
+from kind_bench.distributed import is_main
 from kind_bench.identity import ancestry_identity
 from kind_bench.io import load_module, save_module, write_json
 from kind_bench.lock import exclusive
@@ -54,16 +55,18 @@ def run(cfg: Config) -> str:
                        on_snapshot=lambda step, m: snapshots.__setitem__(step, {k: v.clone() for k, v
                                                                                 in m.state_dict().items()}))
         identity = ancestry_identity(as_dict(cfg), cfg.seed, str(prepared.record["data_sha256"]))
+        if not is_main():  # rank 0 saves, evaluates and writes
+            return "success"
         save_module(weights, model, metadata={"ancestry": name, "seed": str(cfg.seed), "identity": identity})
         classes = cfg.suite.ancestry_classes
         one_draw = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, draws=1))
-        val = measurer(one_draw, ancestry_set(prepared.val, classes), classes, codec, device)
+        val = measurer(one_draw, ancestry_set(prepared.val, classes), classes, codec, device, collective=False)
         primary, curve = primary_metric(cfg), {}
         for step, state in sorted(snapshots.items()):  # (a resumed run lacks those taken before the kill)
             model.load_state_dict(state)
             curve[str(step)] = val(model, True).draws[0][primary]
         load_module(weights, model)
-        test = measurer(one_draw, ancestry_set(prepared.test, classes), classes, codec, device)
+        test = measurer(one_draw, ancestry_set(prepared.test, classes), classes, codec, device, collective=False)
         info = dataclasses.asdict(result)
         info["total_params"] = sum(p.numel() for p in model.parameters())
         write_json(ancestry_report(cfg, name, cfg.seed), {

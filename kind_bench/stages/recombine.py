@@ -67,7 +67,7 @@ def run(cfg: Config) -> str:
         source_ids = torch.tensor(names)[labels]
         metrics, full_metrics = scorer(images, source_ids), scorer(full_images, source_ids)
         merged = deploy(small, 0, guidance=False)
-        unguided = dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, guidance_scale=1.0))
+        unguided = dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, guidance_scale=1.0, merged=False))
         merged_images, _ = generate(merged, [0], per_class, cfg.seed, unguided, codec, device)
         gated_images, _ = generate(small, [0], per_class, cfg.seed, unguided, codec, device)
         tailors = kind_layers(small)[0][1].n_tailors

@@ -22,6 +22,7 @@ from kind_bench.checkpoint import fingerprint, has_checkpoint
 from kind_bench.config import Config, as_dict
 from kind_bench.data import load_prepared, target_set
 from kind_bench.data.latents import training_inputs
+from kind_bench.distributed import barrier, is_main, world
 from kind_bench.errors import UserError
 from kind_bench.io import load_metadata, read_json, save_module, write_json
 from kind_bench.lock import exclusive
@@ -73,7 +74,9 @@ def train_cell(cfg: Config) -> str:
     target = make_target(cfg, codec, len(cfg.task.target_classes), descendant_depth(cfg))
     reason = method.unsupported(target, cfg.model.depth)
     out = run_dir(cfg, cell)
-    tag = fingerprint(as_dict(cfg), "transfer", type(method), *(inputs(cfg, method) if reason is None else []))
+    sources = inputs(cfg, method) if reason is None else []
+    tag = fingerprint(as_dict(cfg), "transfer", type(method), *sources)
+    resume_tag = fingerprint(as_dict(cfg), "transfer", type(method), *sources, resumable=True)
     if finished(cfg, cell, tag):
         print(f"transfer {rid}: up to date (same training config, data, ancestry and code)")
         return "success"
@@ -85,12 +88,15 @@ def train_cell(cfg: Config) -> str:
         "method_source": distribution_of(method.name),
     }
     resume = out / "resume.safetensors"
-    if not has_checkpoint(resume, tag):  # a killed run with the same config resumes; anything else restarts
-        shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
+    if is_main():
+        if not has_checkpoint(resume, resume_tag):  # a killed run of the same config resumes; anything else restarts
+            shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True, exist_ok=True)
+    barrier()
     if reason is not None:
         record.update(status="n/a", error=reason)
-        write_json(out / "train.json", record)
+        if is_main():
+            write_json(out / "train.json", record)
         print(f"transfer {rid}: n/a ({reason})")
         return "n/a"
     try:
@@ -103,7 +109,7 @@ def train_cell(cfg: Config) -> str:
         result = train(
             model, phases, training_inputs(cfg, data, codec, device), data.labels.to(device), cfg.transfer,
             objective(cfg, model), seed=cfg.seed, desc=f"transfer {rid}",
-            quiet=cfg.quiet, checkpoint=resume, fingerprint=tag,
+            quiet=cfg.quiet, checkpoint=resume, fingerprint=resume_tag,
             on_snapshot=lambda step, m: save_module(snapshot_path(cfg, cell, step), m, {"fingerprint": tag},
                                                     params=unique([p for phase in phases for p in phase.params])),
             runtime=cfg.runtime,
@@ -112,15 +118,19 @@ def train_cell(cfg: Config) -> str:
         raise
     except Exception as exc:  # noqa: BLE001 - a failing method is recorded, not fatal
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
-        write_json(out / "train.json", record)
+        if is_main():
+            write_json(out / "train.json", record)
         print(f"transfer {rid}: FAILED ({record['error']})")
         return "failed"
     info = dataclasses.asdict(result)
     info.update(total_params=sum(p.numel() for p in model.parameters()), transferred_params=built.transferred,
                 n_train_images=len(data), depth=target.depth,
                 phases=[{"until": p.until, "params": sum(q.numel() for q in p.params)} for p in phases])
-    record.update(status="success", train_info=info, snapshots=snapshot_schedule(cfg.transfer))
-    write_json(out / "train.json", record)
+    record.update(status="success", train_info=info, snapshots=snapshot_schedule(cfg.transfer),
+                  world_size=world()[1])
+    if is_main():
+        write_json(out / "train.json", record)
+    barrier()
     print(f"transfer {rid}: {result.steps} steps, loss {result.final_loss:.4f}, "
           f"{info['trainable_params']:,} trainable, {result.train_time_s:.1f}s")
     return "success"

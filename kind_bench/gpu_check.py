@@ -1,0 +1,125 @@
+"""``python -m kind_bench.gpu_check`` (``make gpu-check``): the paper tier in miniature, on one CUDA GPU,
+in minutes, with nothing downloaded.
+
+It generates an ImageFolder of 32x32 RGB images (8 classes, each a coloured pattern under noise: 4 pre-train
+and 4 novel), then runs the suite's own stages on it in a scratch workspace: the evaluator (a CNN trained
+on the same images scores the samples, so the FD is ``fd_digits``-style, not FID), the vanilla and KIND
+ancestries on DiT-S/2 (bf16), three transfers (KIND, full fine-tuning, LoRA) scored on 2,000 samples each,
+and the leaderboard; then ``kind_bench.perf`` at DiT-S/2. It writes ``results/gpu/``: ``summary.json``
+(throughput in images per second, peak memory, the perf ratios) and the small leaderboard. ``--smoke``
+runs the same pipeline at a toy size on the CPU (what the tests do).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CLASSES = 8
+
+
+def make_images(root: Path, size: int, per_class: int, seed: int = 0) -> None:
+    """An ImageFolder of ``CLASSES`` learnable classes: a class-coloured stripe pattern plus noise."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    grid = np.arange(size)
+    for c in range(CLASSES):
+        folder = root / f"class{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        colour = rng.uniform(0.2, 1.0, size=3)
+        stripes = (np.sin(grid[:, None] * (c + 1) * np.pi / size + grid[None, :] * (c % 3) * np.pi / size) + 1) / 2
+        for i in range(per_class):
+            image = stripes[..., None] * colour + rng.normal(0, 0.1, size=(size, size, 3))
+            Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+
+
+def overrides(data: Path, smoke: bool) -> list[str]:
+    """The mini paper tier's config (or its toy size for ``smoke``)."""
+    size = 8 if smoke else 32
+    common = ["data=imagefolder", f"data.root={data}", f"data.image_size={size}", "data.channels=3",
+              "suite.ancestry_classes=[0,1,2,3]", "task.target_classes=[4,5,6,7]", "tuning.lr_source=config",
+              "quiet=true", "namespace=runs", "runtime.workers=1", "eval.draws=1", "evaluator.epochs=5"]
+    if smoke:
+        return [*common, "model=dit_micro", "pretrain.steps=4", "transfer.steps=4", "transfer.warmup_steps=1",
+                "pretrain.warmup_steps=1", "sample.steps=2", "sample.samples_per_class=4",
+                "sample.snapshot_samples_per_class=2", "eval.kid_subset_size=4", "eval.kid_subsets=2",
+                "ancestry.n_tailors=4", "ancestry.tailors_per_class=2"]
+    return [*common, "model=dit_s2", "pretrain.steps=400", "pretrain.batch_size=64", "pretrain.lr=3e-4",
+            "transfer.steps=200", "transfer.batch_size=64", "transfer.lr=3e-4", "pretrain.precision=bf16",
+            "transfer.precision=bf16", "sample.steps=25", "sample.samples_per_class=500",
+            "sample.snapshot_samples_per_class=50", "ancestry.n_tailors=96", "ancestry.tailors_per_class=48"]
+
+
+def run(out: Path, smoke: bool = False) -> dict:
+    """Run the mini tier in a scratch workspace; write and return the summary."""
+    from kind_bench.cli import main as cli
+    from kind_bench.perf import main as perf
+
+    if not smoke and not torch.cuda.is_available():
+        raise SystemExit("kind_bench.gpu_check: no CUDA GPU here (use --smoke for the CPU toy size)")
+    out.mkdir(parents=True, exist_ok=True)
+    workspace = Path(tempfile.mkdtemp(prefix="kind-bench-gpu-"))
+    cwd = os.getcwd()
+    try:
+        os.chdir(workspace)
+        make_images(workspace / "images", 8 if smoke else 32, 40 if smoke else 256)
+        base = overrides(workspace / "images", smoke)
+        kind_only = [o for o in base if not o.startswith("ancestry.")]
+        steps = [["data", *kind_only], ["evaluator", *kind_only], ["pretrain", "ancestry=vanilla", *kind_only],
+                 ["pretrain", "ancestry=kind", *base]]
+        steps += [["run", f"method={m}", *(base if m == "kind" else kind_only)] for m in ("kind", "full_finetune",
+                                                                                           "lora")]
+        for argv in steps:
+            if cli(argv) != 0:
+                raise SystemExit(f"kind_bench.gpu_check: `kind-bench {' '.join(argv[:2])}` failed")
+        if cli(["leaderboard"]) != 0:
+            raise SystemExit("kind_bench.gpu_check: the leaderboard failed")
+        cells = {}
+        for path in sorted((workspace / "results/runs/digits").glob("*/*.json")):
+            record = json.loads(path.read_text())
+            info = record["train_info"]
+            if record["run_info"]["status"] == "success" and "train_time_s" in info:
+                cells[path.stem] = {"images_per_s": info["steps"] * _batch(record) / info["train_time_s"],
+                                    "peak_memory_mb": info["peak_memory_mb"], **record["metrics"]}
+        model = "dit_micro" if smoke else "dit_s2"
+        perf_args = [f"model={model}", "--json", str(out / "perf.json"), "transfer.batch_size=8" if smoke else
+                     "transfer.batch_size=64", "sample.samples_per_class=4" if smoke else "sample.samples_per_class=64",
+                     *(["ancestry.n_tailors=4", "ancestry.tailors_per_class=2"] if smoke else
+                       ["ancestry.n_tailors=96", "ancestry.tailors_per_class=48"])]
+        perf(perf_args)
+        for name in ("digits.csv", "digits.md"):
+            shutil.copy(workspace / "results/leaderboard" / name, out / name.replace("digits", "leaderboard"))
+        summary = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (smoke)",
+                   "model": model, "cells": cells, "perf": json.loads((out / "perf.json").read_text())}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        return summary
+    finally:
+        os.chdir(cwd)
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _batch(record: dict) -> int:
+    return int(record["run_info"]["config"]["transfer"]["batch_size"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kind_bench.gpu_check [--smoke] [--out results/gpu]``."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    out = Path(args[args.index("--out") + 1]) if "--out" in args else Path("results/gpu")
+    summary = run(out, smoke="--smoke" in args)
+    for cell, numbers in summary["cells"].items():
+        print(f"{cell}: {numbers['images_per_s']:.0f} images/s, peak {numbers['peak_memory_mb']:.0f} MiB")
+    print(f"gpu_check: {out}/summary.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

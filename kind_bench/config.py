@@ -285,14 +285,18 @@ def _one_line(exc: OmegaConfBaseException) -> str:
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Compose ``benchmarks/config.yaml`` with ``key=value`` overrides into a validated Config."""
+    from contextlib import nullcontext
+
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
 
     overrides = list(overrides)
     _check_group_choices(overrides)
+    inside_app = GlobalHydra.instance().is_initialized()  # a job of kind_bench.hydra_app: same config tree
     try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        with nullcontext() if inside_app else initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             raw = hydra_compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:
         message = str(exc).strip().splitlines()[0]

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test lint perf budget clean
+.PHONY: repro test lint perf budget gpu-check readme clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || python3 -m venv $(VENV)
@@ -30,3 +30,9 @@ clean:
 
 budget: $(STAMP)
 	$(BIN)/python -m kind_bench.budget
+
+gpu-check: $(STAMP)
+	$(BIN)/python -m kind_bench.gpu_check
+
+readme: $(STAMP)
+	$(BIN)/python -m kind_bench.readme

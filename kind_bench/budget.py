@@ -1,4 +1,4 @@
-"""``python -m kind_bench.budget``: where the time of a full ``dvc repro`` goes.
+"""``python -m kind_bench.budget``: where the time of a full ``dvc repro`` goes (both tracks).
 
 Runs the whole pipeline once, forced (``dvc repro --force``: the command ``make repro`` runs, with every
 stage rerun), and timestamps DVC's ``Running stage '<name>'`` lines as they stream: a stage's wall time
@@ -21,9 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-GROUPS = (("data", "data + evaluator"), ("evaluator", "data + evaluator"), ("pretrain", "ancestries"),
-          ("run", "transfer + evaluation"), ("floor", "reference rows"),
-          ("recombine", "recombination"), ("leaderboard", "leaderboard"))
+GROUPS = (("data", "data + evaluator"), ("evaluator", "data + evaluator"), ("digests", "code digests"),
+          ("pretrain", "ancestries"), ("tune", "tuning"), ("tuning", "tuning"), ("run", "transfer + evaluation"),
+          ("floor", "reference rows"), ("recombine", "recombination"), ("ablate", "ablations"),
+          ("leaderboard", "leaderboard"), ("pretrain_cls", "classification"), ("tune_cls", "classification"),
+          ("tuning_cls", "classification"), ("run_cls", "classification"), ("ablate_cls", "classification"),
+          ("leaderboard_cls", "classification"))
 STARTUP_PROBE = "from kind_bench.cli import main; from diffusers import DiTTransformer2DModel"
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 

@@ -162,6 +162,7 @@ class Registered:
     source: str  # the entry point's value, "module:attr"
     distribution: str
     builtin: bool
+    version: str | None = None
 
 
 def _is_builtin(entry: EntryPoint) -> bool:
@@ -194,7 +195,8 @@ def discover() -> tuple[dict[str, Registered], dict[str, str]]:
             declared = getattr(cls, "name", None)
             broken[entry.name] = f"{entry.value} has name {declared!r}, but its entry point says {entry.name!r}"
             continue
-        registry[entry.name] = Registered(cls, entry.value, dist, _is_builtin(entry))
+        registry[entry.name] = Registered(cls, entry.value, dist, _is_builtin(entry),
+                                          entry.dist.version if entry.dist else None)
     return registry, broken
 
 
@@ -231,16 +233,10 @@ def make_method(cfg: Config) -> Method:
 
 def distribution_of(name: str) -> dict[str, str | None]:
     """Which installed distribution (and version) provides method ``name``: recorded in every result."""
-    from importlib.metadata import PackageNotFoundError, version
-
     entry = discover()[0].get(name)
     if entry is None:
         return {"distribution": None, "version": None}
-    try:
-        found = version(entry.distribution)
-    except PackageNotFoundError:
-        found = None
-    return {"distribution": entry.distribution, "version": found, "entry_point": entry.source}
+    return {"distribution": entry.distribution, "version": entry.version, "entry_point": entry.source}
 
 
 def make_ancestry(cfg: Config, name: str) -> Ancestry:

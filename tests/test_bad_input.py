@@ -97,10 +97,10 @@ KIND = micro("method=kind")
 FULL = micro("method=full_finetune", ancestry=False)
 CASES: list[tuple[str, list[str], str, Setup | None]] = [
     ("unknown method", ["transfer", "method=nope"], "method='nope' is not one of: auto_lg, difffit", None),
-    ("unknown task", ["transfer", "task=nope"], "task='nope' is not one of: fewshot, novel, shift, shift2, small",
-     None),
-    ("unknown model", ["pretrain", "model=dit_xxl"], "model='dit_xxl' is not one of: dit_b2, dit_l2, dit_micro",
-     None),
+    ("unknown task", ["transfer", "task=nope"],
+     "task='nope' is not one of: depth2, depth4, fewshot, novel, paper_novel, shift, shift2, small", None),
+    ("unknown model", ["pretrain", "model=dit_xxl"],
+     "model='dit_xxl' is not one of: deit_base, deit_small, deit_tiny, dit_b2, dit_l2, dit_micro", None),
     ("negative steps", ["transfer", "transfer.steps=-5"], "transfer.steps=-5 must be a positive integer", None),
     ("negative warm-up", ["transfer", *FULL, "transfer.warmup_steps=-5"], "transfer.warmup_steps=-5 must be >= 0",
      None),
@@ -148,8 +148,8 @@ CASES: list[tuple[str, list[str], str, Setup | None]] = [
     ("plugin that raises at import", ["transfer", "method=broken"],
      "method='broken' failed to import: RuntimeError: this plugin is broken", broken_plugin),
     ("unknown sweep key", ["transfer", "model=dit_tiny,dit_s2"], "only task, seed may list several values", None),
-    ("unknown sampler", ["evaluate", "sample.scheduler=euler"], "sample.scheduler='euler' is not one of: ddim, dpm",
-     None),
+    ("unknown sampler", ["evaluate", "sample.scheduler=euler"],
+     "sample.scheduler='euler' is not one of: ddim, ddpm, dpm", None),
     ("unknown verb", ["frobnicate"], "verb 'frobnicate' is not one of", None),
 ]
 

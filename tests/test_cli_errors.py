@@ -22,7 +22,7 @@ def test_console_script_exit_code_and_single_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "kind-bench: error: method='nope' is not one of: auto_lg, difffit, dora, fine, full_finetune, head_only, "
-        "heur_lg, kind, lora, pissa, scratch, svdiff, tleg"
+        "heur_lg, kind, linear_probe, lora, pissa, scratch, svdiff, tleg"
     ]
     assert not any(tmp_path.iterdir())
 

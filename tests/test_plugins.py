@@ -164,9 +164,11 @@ def plugin_repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, repo / name)
     (repo / "benchmarks/suite/digits.yaml").write_text(TINY_SUITE)
-    (repo / "params.yaml").write_text("suite: digits\nancestries: {vanilla: kind_bench/methods.py}\n"
-                                      "ancestry_seeds: '0'\nmethods: {vera: artifacts/digits/ancestry/vanilla}\n"
-                                      "tasks: novel\nseeds: '0'\n")
+    (repo / "params.yaml").write_text(
+        "suite: digits\nancestries: {vanilla: kind_bench/methods.py}\nancestry_seeds: '0'\n"
+        "methods: {vera: artifacts/digits/ancestry/vanilla}\ntasks: novel\nseeds: '0'\n"
+        "classification: {suite: digits_cls, ancestries: {vanilla: kind_bench/methods.py},\n"
+        "  methods: {linear_probe: artifacts/digits_cls/ancestry/vanilla}, tasks: novel, seeds: '0'}\n")
     (repo / ".venv").symlink_to(Path(sys.executable).parent.parent)  # this environment, not activated
     site = fake_distribution(repo.parent / f"{repo.name}-site", "kb-vera", {"vera": "kb_vera:Vera"},
                              {"kb_vera": VERA})

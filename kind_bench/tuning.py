@@ -174,15 +174,16 @@ def report(cfg: Config) -> str:
     final = final[columns].sort_values(["method", "task", "seed", "lr"])
     base = tuning_path(cfg, "x").parent.with_suffix("")
     with atomic_path(base.with_suffix(".csv")) as tmp:
-        final.to_csv(tmp, index=False, float_format="%.4f")
+        final.to_csv(tmp, index=False, float_format="%.6g")
     tuning_plot(final, base.with_name(base.name + ".png"))
     rates = {rec["method"]: rec["chosen_lr"] for rec in records}
     budget, chosen = budget_rule(rows[rows.method.isin(cfg.tuning.budget_methods)], rates, cfg.tuning.budget_tolerance)
     with atomic_path(base.with_name(base.name + "_budget.csv")) as tmp:
-        budget.to_csv(tmp, index=False, float_format="%.4f")
+        budget.to_csv(tmp, index=False, float_format="%.6g")
     write_json(base.with_name(base.name + "_budget.json"), {
-        "rule": f"smallest budget b at which every budget method's best validation score is within "
-                f"{cfg.tuning.budget_tolerance:.0%} of its score at 2b", "methods": list(cfg.tuning.budget_methods),
+        "rule": f"smallest budget b at which every budget method's pooled validation score, at its chosen rate, "
+                f"is within {cfg.tuning.budget_tolerance:.0%} of its score at 2b",
+        "methods": list(cfg.tuning.budget_methods),
         "chosen_steps": chosen, "transfer_steps": cfg.transfer.steps, "consistent": chosen == cfg.transfer.steps})
     budget_plot(rows[rows.method.isin(cfg.tuning.budget_methods)], rates, cfg.transfer.steps,
                 base.with_name(base.name + "_budget.png"))

@@ -1,0 +1,80 @@
+"""Results that cannot be silently wrong: ad-hoc runs never replace published cells, changed data retrains,
+snapshots belong to their run, and files follow the umask."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from kind_bench.cli import main
+from kind_bench.io import FILE_MODE, write_json
+
+from micro import MICRO, micro
+
+PUBLISHED = "results/runs/digits/full_finetune/full_finetune-novel-0.json"
+
+
+def test_an_ad_hoc_run_lands_in_its_own_namespace_and_leaves_the_published_cell_alone(in_workspace, capsys):
+    assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
+    cell = micro("method=full_finetune", ancestry=False)
+    assert main(["run", *cell]) == 0
+    published = (in_workspace / PUBLISHED).read_text()
+    adhoc = [o for o in cell if not o.startswith("namespace=")] + ["transfer.steps=3"]
+    capsys.readouterr()
+    assert main(["run", *adhoc]) == 0
+    out = capsys.readouterr().out
+    assert "-> results/adhoc/digits/full_finetune/" in out
+    assert (in_workspace / PUBLISHED).read_text() == published
+    assert main(["leaderboard"]) == 0  # reads only the published namespace
+    assert json.loads((in_workspace / PUBLISHED).read_text())["run_info"]["config"]["transfer"]["steps"] == 8
+
+
+def test_changed_data_is_not_up_to_date(in_workspace, capsys):
+    from kind_bench.io import load_metadata, load_tensors, save_tensors
+
+    assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
+    cell = micro("method=full_finetune", "quiet=false", ancestry=False)
+    assert main(["transfer", *cell]) == 0
+    assert main(["transfer", *cell]) == 0
+    assert "up to date" in capsys.readouterr().out
+    shared = in_workspace / "artifacts/data"
+    source = shared.resolve() / "digits.safetensors"
+    shared.unlink()  # the session's shared data: a private copy whose source files changed, same config
+    shared.mkdir()
+    tensors, meta = load_tensors(source), load_metadata(source)
+    meta.pop("sha256")
+    save_tensors(shared / "digits.safetensors", {**tensors, "images": tensors["images"].flip(-1)}, meta)
+    assert main(["transfer", *cell]) == 2  # the ancestry was made from the old data: refused
+    assert "was pre-trained with another config, seed or data" in capsys.readouterr().err
+    assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
+    assert main(["transfer", *cell]) == 0
+    assert "up to date" not in capsys.readouterr().out
+
+
+def test_a_snapshot_written_by_another_run_is_refused(in_workspace, capsys):
+    from safetensors.torch import load_file
+
+    from kind_bench.io import load_metadata, save_tensors
+
+    assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
+    cell = micro("method=full_finetune", ancestry=False)
+    assert main(["transfer", *cell]) == 0
+    snapshot = in_workspace / "artifacts/digits/runs/full_finetune/full_finetune-novel-0/step-000008.safetensors"
+    meta = {**load_metadata(snapshot), "fingerprint": "another-run"}
+    meta.pop("sha256")
+    save_tensors(snapshot, load_file(str(snapshot)), meta)
+    assert main(["evaluate", *cell]) == 2
+    assert "was written by another run" in capsys.readouterr().err
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    path = tmp_path / "record.json"
+    write_json(path, {"a": 1})
+    assert os.stat(path).st_mode & 0o777 == FILE_MODE == 0o666 & ~_umask()
+    assert "namespace=runs" in MICRO
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -183,6 +183,8 @@ def run_all(run: Callable[[Any], str | None], configs: list, per_cell: bool) -> 
     from kind_bench.config import torch_threads
     from kind_bench.distributed import world
 
+    if not configs:
+        return []
     runtime = configs[0].runtime
     threads = torch_threads(runtime, per_cell)
     workers = min(runtime.workers, len(configs))

@@ -9,16 +9,18 @@
   binomial standard error of top-1 on that many images.
 
 A track contributes its objective and how a model is measured; the registry, methods, training loop,
-tuning, statistics, costs and leaderboard are shared. KIND's class gate needs the label on the ViT too
-(its forward takes none): training opens it with the true label; a model whose gate opens by the
-*predicted* class is measured by two passes (learngenes only, then the predicted class's tailors).
+tuning, statistics, costs and leaderboard are shared. KIND's class gate needs a label the classifier does
+not have at test time, and a gate opened by the *true* label during training leaks it (the pre-trained
+ViT then fits its training set and is at chance on held-out images). So a label-gated KIND classifier is
+always routed by its own prediction, in training as in evaluation (our adaptation): a learngenes-only
+pass predicts the class, a second pass opens that class's tailors; training minimises the cross-entropy
+of both passes, so the learngenes learn to route and the tailors to refine.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -34,13 +36,21 @@ from kind_bench.models import null_label
 ECE_BINS = 15
 
 
-def _gate(model: nn.Module, labels: torch.Tensor):
+def routed_logits(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(learngenes-only logits or None, final logits). A KIND model whose gate opens by label is routed by
+    its own prediction: the first pass (the null label: learngenes only) picks the tailors of the second."""
     gate = getattr(model, "kind_gate", None)
-    return nullcontext() if gate is None else gate.labels(labels)
+    if gate is None or gate.open_all:
+        return None, model(images)
+    null = torch.full((len(images),), gate.num_classes, device=images.device)
+    with gate.labels(null):
+        first = model(images)
+    with gate.labels(first.detach().argmax(1)):
+        return first, model(images)
 
 
 class ClassificationObjective:
-    """Cross-entropy of the model's logits (KIND's gate opened by the true label)."""
+    """Cross-entropy of the model's logits (for a label-gated KIND model, of both routed passes)."""
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:
@@ -48,26 +58,15 @@ class ClassificationObjective:
 
         mine = local_slice(len(labels))  # a rank of a multi-process run keeps its slice of the global batch
         images, labels = images[mine], labels[mine]
-        with _gate(model, labels):
-            logits = model(images)
-        return F.cross_entropy(logits, labels)
+        first, logits = routed_logits(model, images)
+        loss = F.cross_entropy(logits, labels)
+        return loss if first is None else loss + F.cross_entropy(first, labels)
 
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Logits for ``images``; a KIND model whose gate opens by label is gated by its own prediction."""
-    gate = getattr(model, "kind_gate", None)
-    out = []
-    for batch in images.split(batch_size):
-        if gate is None or gate.open_all:
-            out.append(model(batch))
-            continue
-        null = torch.full((len(batch),), gate.num_classes, device=batch.device)
-        with gate.labels(null):  # learngenes (and the null label's tailors) only
-            guess = model(batch).argmax(1)
-        with gate.labels(guess):
-            out.append(model(batch))
-    return torch.cat(out)
+    """Logits for ``images`` (a label-gated KIND model routed by its own prediction)."""
+    return torch.cat([routed_logits(model, batch)[1] for batch in images.split(batch_size)])
 
 
 def calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:

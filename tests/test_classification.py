@@ -169,6 +169,33 @@ def test_kind_ablation_forms_learngenes_only_all_tailors_kept_and_predicted_gate
         torch.testing.assert_close(gated(IMAGES), logits)  # the second pass is gated by the first's guess
 
 
+def test_a_label_gated_kind_classifier_never_sees_the_label_it_is_trained_on(kind_ancestry):
+    """Training routes by the model's own prediction: the gate must not open with the true label, or the
+    ancestry learns to read the label off its tailors (it then fits the training set and is at chance)."""
+    from kind_bench.tracks import ClassificationObjective
+
+    model = copy.deepcopy(kind_ancestry)
+    gate = model.kind_gate
+    opened: list[torch.Tensor] = []
+    original = type(gate).labels
+
+    def recording(self, labels):
+        opened.append(labels.clone())
+        return original(self, labels)
+
+    objective = ClassificationObjective()
+    seen = []
+    for labels in (torch.tensor([0, 1, 2, 3, 4, 0]), torch.tensor([4, 3, 2, 1, 0, 4])):
+        opened.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(type(gate), "labels", recording)
+            loss = objective(model, IMAGES, labels, torch.Generator())
+        assert torch.isfinite(loss)
+        seen.append([t.tolist() for t in opened])
+    assert seen[0] == seen[1]  # what opened the gate did not depend on the labels
+    assert seen[0][0] == [gate.num_classes] * len(IMAGES)  # first pass: learngenes only
+
+
 def test_classification_metrics_by_hand():
     logits = torch.log(torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.8, 0.2]]))
     labels = torch.tensor([0, 1, 1, 0])

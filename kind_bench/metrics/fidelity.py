@@ -72,7 +72,21 @@ def fidelity_input(images) -> Dataset:
     return ImageTensors(images) if torch.is_tensor(images) else SetImages(images)
 
 
-class DigitsFeatureExtractor(FeatureExtractorBase):
+class _LocalExtractor(FeatureExtractorBase):
+    """What our own torch-fidelity extractors share: not compiled; a dummy input of ``INPUT_SIZE`` pixels."""
+
+    INPUT_SIZE = 8
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @classmethod
+    def get_dummy_input_for_compile(cls):
+        return torch.zeros(1, 3, cls.INPUT_SIZE, cls.INPUT_SIZE, dtype=torch.uint8)
+
+
+class DigitsFeatureExtractor(_LocalExtractor):
     """torch-fidelity adapter for the evaluator CNN: features 'features' (bottleneck) and 'logits'."""
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
@@ -87,14 +101,6 @@ class DigitsFeatureExtractor(FeatureExtractorBase):
     @staticmethod
     def get_default_feature_layer_for_metric(metric):
         return {"isc": "logits", "fid": "features", "kid": "features", "prc": "features"}[metric]
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
 
     def forward(self, x):
         images = x[:, : self.channels].float() / 127.5 - 1.0
@@ -125,11 +131,12 @@ class LocalInceptionV3(FeatureExtractorInceptionV3):
                              **kwargs)
 
 
-class LocalDinoV2(FeatureExtractorBase):
+class LocalDinoV2(_LocalExtractor):
     """DINOv2 features from local weights (timm's layout; torch-fidelity's own DINOv2 extractor only
     downloads through torch.hub): images resized bicubically to 224, ImageNet-normalised, CLS token."""
 
     ARCH = "vit_small_patch14_dinov2"
+    INPUT_SIZE = 224
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         super().__init__(name, features_list)
@@ -156,14 +163,6 @@ class LocalDinoV2(FeatureExtractorBase):
     @staticmethod
     def get_default_feature_layer_for_metric(metric):
         return "dinov2"
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, 224, 224, dtype=torch.uint8)
 
     def forward(self, x):
         x = torch.nn.functional.interpolate(x.float() / 255.0, size=(224, 224), mode="bicubic", align_corners=False)

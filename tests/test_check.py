@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 from pathlib import Path
@@ -15,16 +17,28 @@ REFERENCE = ROOT / "results" / "reference" / "ci.json"
 
 
 @pytest.fixture(scope="module")
-def ci_results(tmp_path_factory) -> list[str]:
-    """Paths overrides of a full ci-suite run in a private folder (done once, by the first test)."""
+def ci_run(tmp_path_factory) -> tuple[list[str], int, str]:
+    """A full ci-suite check in a private folder, run once by whichever test of this module comes first
+    (so the tests do not depend on their order or on sharing a process): overrides, exit status, output."""
     root = tmp_path_factory.mktemp("ci")
-    return [f"paths.artifacts={root / 'artifacts'}", f"paths.results={root / 'results'}",
-            f"suite.check.reference={REFERENCE}", "quiet=true"]
+    overrides = [f"paths.artifacts={root / 'artifacts'}", f"paths.results={root / 'results'}",
+                 f"suite.check.reference={REFERENCE}", "quiet=true"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = main(["check", "suite=ci", *overrides])
+    return overrides, status, out.getvalue()
 
 
-def test_ci_suite_matches_the_committed_reference(ci_results, capsys):
-    assert main(["check", "suite=ci", *ci_results]) == 0, capsys.readouterr().out
-    assert "check: passed" in capsys.readouterr().out
+@pytest.fixture(scope="module")
+def ci_results(ci_run) -> list[str]:
+    """The paths overrides of the module's ci-suite run."""
+    return ci_run[0]
+
+
+def test_ci_suite_matches_the_committed_reference(ci_run):
+    _, status, out = ci_run
+    assert status == 0, out
+    assert "check: passed" in out
 
 
 def test_a_perturbed_reference_fails_the_check_with_a_readable_table(ci_results, tmp_path, capsys):

@@ -1,13 +1,18 @@
-"""The grid on many workers through Hydra's submitit launcher: one job per cell (its local mode here, SLURM
-on a cluster), each writing its own result; then one leaderboard call that collects them and refuses an
-incomplete grid."""
+"""The grid on many workers: Hydra's submitit launcher (its local mode here, SLURM on a cluster) or DVC's
+experiment queue, one job per cell, each writing its own result; then one leaderboard call that collects
+them and refuses an incomplete grid."""
 
 from __future__ import annotations
 
+import os
+import shlex
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from kind_bench.cli import main
 
@@ -29,3 +34,99 @@ def test_a_hydra_multirun_runs_one_job_per_cell_and_the_leaderboard_collects_the
     (in_workspace / "params.yaml").write_text("suite: digits\nmethods: {full_finetune: x, head_only: x}\n"
                                               "tasks: novel\nseeds: '0,1'\n")
     assert main(["leaderboard"]) == 1  # seed 1 never ran: listed, rows marked incomplete
+
+
+def _git(root, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _git_identity(monkeypatch) -> None:
+    for role in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{role}_NAME", "kind-bench test")
+        monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@kind-bench.invalid")
+
+
+def test_the_dvc_experiment_queue_runs_a_two_cell_grid_on_two_workers_and_the_leaderboard_collects_it(
+        in_workspace, monkeypatch):
+    _git_identity(monkeypatch)
+    # DVC's queue workers start `dvc` from PATH
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
+    # the shape of dvc.yaml's run stage (one per method, the cells from params), on the micro config
+    run = [sys.executable, "-m", "kind_bench.cli", "run", "method=${key}", "task=${tasks}", "seed=${seeds}",
+           *micro(ancestry=False)]
+    (in_workspace / "dvc.yaml").write_text(
+        "stages:\n  run:\n    foreach: ${methods}\n    do:\n"
+        f"      cmd: {' '.join(shlex.quote(word) for word in run)}\n"
+        "      outs:\n        - results/runs/digits/${key}:\n            cache: false\n")
+    grid = "suite: digits\nmethods: {full_finetune: x}\ntasks: novel,shift\nseeds: '0'\n"
+    (in_workspace / "params.yaml").write_text(grid)
+    (in_workspace / ".gitignore").write_text("artifacts/\n")
+    _git(in_workspace, "init", "-q")
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "init", "-q"], cwd=in_workspace, check=True)
+    _git(in_workspace, "add", "-A")
+    _git(in_workspace, "commit", "-qm", "baseline")
+    for task in ("novel", "shift"):  # one experiment per cell
+        subprocess.run([*dvc, "exp", "run", "--queue", "-C", "artifacts", "-S", f"tasks={task}",
+                        "run@full_finetune"], cwd=in_workspace, check=True, capture_output=True)
+    try:
+        subprocess.run([*dvc, "queue", "start", "-j", "2"], cwd=in_workspace, check=True, capture_output=True)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            status = subprocess.run([*dvc, "queue", "status"], cwd=in_workspace, capture_output=True,
+                                    text=True).stdout
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(2)
+    finally:
+        subprocess.run([*dvc, "queue", "stop", "--kill"], cwd=in_workspace, capture_output=True)
+    failed = [line.split()[1] for line in status.splitlines() if line.endswith("Failed")]
+    logs = [subprocess.run([*dvc, "queue", "logs", name], cwd=in_workspace, capture_output=True, text=True).stdout
+            for name in failed]
+    assert status.count("Success") == 2, status + "".join(log[-3000:] for log in logs)
+    assert not (in_workspace / "results/runs").exists()  # the workers ran in copies; nothing here yet
+    collect = subprocess.run([sys.executable, "-m", "kind_bench.exp_queue"], cwd=in_workspace,
+                             capture_output=True, text=True)
+    assert collect.returncode == 0 and "2 result records" in collect.stdout, collect.stdout + collect.stderr
+    assert main(["leaderboard"]) == 0
+    table = pd.read_csv(in_workspace / "results/leaderboard/digits.csv").set_index("method")
+    assert set(table.index) == {"full_finetune"} and set(table.task) == {"novel", "shift"}
+    assert (table.status == "success").all()
+
+
+def test_collecting_experiments_reads_only_the_current_baseline_and_refuses_two_different_records(
+        tmp_path, monkeypatch):
+    from kind_bench.errors import UserError
+    from kind_bench.exp_queue import collect
+
+    _git_identity(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "README").write_text("baseline\n")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "baseline")
+    baseline = _git(tmp_path, "rev-parse", "HEAD")
+
+    def experiment(name: str, record: str, base: str = baseline) -> None:
+        _git(tmp_path, "checkout", "-q", "--detach", baseline)
+        path = tmp_path / "results/runs/digits/lora" / record
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{name}\n")
+        _git(tmp_path, "add", "-A")
+        _git(tmp_path, "commit", "-qm", name)
+        _git(tmp_path, "update-ref", f"refs/exps/{base[:2]}/{base[2:]}/{name}", "HEAD")
+        _git(tmp_path, "checkout", "-q", "-")  # back on the baseline, without the record
+
+    experiment("cell-a", "lora-novel-0.json")
+    experiment("cell-b", "lora-novel-1.json")
+    experiment("older-code", "lora-novel-2.json", base="f" * 40)
+    assert [p.name for p in collect()] == ["lora-novel-0.json", "lora-novel-1.json"]
+    assert (tmp_path / "results/runs/digits/lora/lora-novel-1.json").read_text() == "cell-b\n"
+    for path in (tmp_path / "results").rglob("*.json"):
+        path.unlink()
+    experiment("cell-a-again", "lora-novel-0.json")
+    with pytest.raises(UserError, match="lora-novel-0.json: experiments .*cell-a.* and .*cell-a-again"):
+        collect()
+    assert not list((tmp_path / "results").rglob("*.json"))  # refused before writing anything

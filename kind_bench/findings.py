@@ -169,8 +169,9 @@ def findings_markdown(cfg: Config, runs: pd.DataFrame, table: pd.DataFrame) -> s
         return "\n".join([*lines, "KIND has no successful run here: no claim can be decided.", ""])
     if cfg.track == "classification":
         lines += ["KIND on a classifier is our adaptation (the paper evaluates KIND on generation only): the "
-                  "ancestry is pre-trained with the gate opened by the true label; at transfer the learngenes are "
-                  "inherited and fresh tailors are all open.", ""]
+                  "ancestry is routed by its own prediction (a learngenes-only pass predicts the class, a second "
+                  "pass opens that class's tailors); at transfer the learngenes are inherited and fresh tailors are "
+                  "all open.", ""]
         claims = classification_claims(ok, table)
     else:
         claims = generation_claims(ok, common_tasks(table))

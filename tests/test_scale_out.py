@@ -74,12 +74,14 @@ def test_the_dvc_experiment_queue_runs_a_two_cell_grid_on_two_workers_and_the_le
     try:
         subprocess.run([*dvc, "queue", "start", "-j", "2"], cwd=in_workspace, check=True, capture_output=True)
         deadline = time.monotonic() + 240
+        while len(_git(in_workspace, "for-each-ref", "refs/exps").splitlines()) < 2 and time.monotonic() < deadline:
+            time.sleep(1)  # a finished experiment is a ref (cheap to poll; `dvc queue status` is a dvc start-up)
         while time.monotonic() < deadline:
             status = subprocess.run([*dvc, "queue", "status"], cwd=in_workspace, capture_output=True,
                                     text=True).stdout
             if "Queued" not in status and "Running" not in status:
                 break
-            time.sleep(2)
+            time.sleep(1)
     finally:
         subprocess.run([*dvc, "queue", "stop", "--kill"], cwd=in_workspace, capture_output=True)
     failed = [line.split()[1] for line in status.splitlines() if line.endswith("Failed")]

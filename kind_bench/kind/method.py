@@ -74,7 +74,7 @@ def build_kind_model(options: KindAncestryOptions, target: Target, gate_mode: st
 
     ``gate_mode``: ``label`` (each sample opens its class's tailors: the paper's gate), ``open`` (every
     tailor open, no label needed: the classification descendant) or ``predicted`` (the class a first,
-    learngenes-only pass predicts opens its tailors; trained with the true label).
+    learngenes-only pass predicts opens its tailors, in training as at test time).
     """
     _check(options, target.model.hidden_size)
     backbone = build_backbone(target)

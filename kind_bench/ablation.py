@@ -22,7 +22,14 @@ from kind_bench.io import atomic_path
 from kind_bench.leaderboard import _read_record, _row, aggregate, format_table, load_runs, metric_columns
 from kind_bench.leaderboard import primary_metric as ranking_metric
 from kind_bench.metrics import DIRECTION
-from kind_bench.paths import ancestry_seed, ancestry_weights, cell_of, published_results, result_path
+from kind_bench.paths import (
+    ancestry_seed,
+    ancestry_weights,
+    cell_of,
+    published_results,
+    result_path,
+    variant_ancestries,
+)
 from kind_bench.stats import holm, paired_test, verdict
 
 CELL_KEYS = ("method", "task", "seed", "namespace")
@@ -113,6 +120,7 @@ def run(cfg: Config, overrides: list[str]) -> str:
     from kind_bench.stages.run import run as run_cell
 
     cells = plans(cfg, overrides)
+    variant_ancestries(cfg).mkdir(parents=True, exist_ok=True)  # a DVC out, even when no variant needs one
     run_all(pretrain.run, missing_ancestries([c for _, c in cells]), per_cell=True)
     statuses = run_all(run_cell, [c for _, c in cells], per_cell=True)
     frame = table(cfg, cells)

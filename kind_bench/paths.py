@@ -52,15 +52,19 @@ def evaluator_report(cfg: Config) -> Path:
     return Path(cfg.paths.results) / "evaluator" / f"{cfg.data.name}_cnn.json"
 
 
+def variant_ancestries(cfg: Config) -> Path:
+    """The folder of the ancestries whose config differs from the published one (e.g. an ablation's)."""
+    return Path(cfg.paths.artifacts) / cfg.suite.name / "ancestry-variants"
+
+
 def ancestry_dir(cfg: Config, name: str) -> Path:
     """The folder of one ancestry's seeds: the published one, or a variant's, named by its config digest."""
     check_name("ancestry", name)
-    base = Path(cfg.paths.artifacts) / cfg.suite.name
     if is_canonical_ancestry(cfg, name):
-        return base / "ancestry" / name
+        return Path(cfg.paths.artifacts) / cfg.suite.name / "ancestry" / name
     from kind_bench.config import as_dict
 
-    return base / "ancestry-variants" / f"{name}-{ancestry_digest(as_dict(cfg))}"
+    return variant_ancestries(cfg) / f"{name}-{ancestry_digest(as_dict(cfg))}"
 
 
 def ancestry_weights(cfg: Config, name: str, seed: int | None = None) -> Path:

@@ -229,6 +229,15 @@ def test_the_classification_track_end_to_end(in_workspace):
     assert (in_workspace / "results/leaderboard/digits_cls_sizes.png").stat().st_size > 1000
     findings = (in_workspace / "results/leaderboard/digits_cls_findings.md").read_text()
     assert "KIND on a classifier is our adaptation" in findings and "at depth 1 (depth2)" in findings
+    kind = ["ancestry=kind", "ancestry.n_tailors=4", "ancestry.tailors_per_class=2", "suite.ablation.tasks=[novel]",
+            "suite.ablation.seeds=[0,1]"]
+    assert main(["ablate", *tiny, *kind]) == 0
+    ablations = pd.read_csv(in_workspace / "results/ablations/digits_cls.csv")
+    assert set(ablations.variant) == {"learngenes_only", "all_tailors_kept", "predicted_gate"}
+    assert ablations.delta.notna().all()  # each paired with the published KIND cells on seeds 0, 1
+    for out in ("artifacts/digits_cls/ancestry-variants", "artifacts/digits_cls/ablations",
+                "results/ablations/digits_cls", "results/ablations/digits_cls.md"):  # ablate_cls's DVC outs
+        assert (in_workspace / out).exists(), out
     label = label_parameters(build_backbone(TARGET))
     assert [p.shape for p in label] == [(3, 16), (3,)]
     assert len(blocks(build_backbone(TARGET))) == 4

@@ -327,12 +327,17 @@ def _num(v: float, digits: int = 3) -> str:
     return "" if pd.isna(v) else f"{v:.{digits}f}"
 
 
+ARROWS = {"lower": " ↓", "higher": " ↑", None: ""}
+#: what a metric's own noise (``eval_noise_sd``) is, per primary metric
+NOISE = {"top1": "the binomial standard error of top-1 on the test images",
+         None: "sd over independent sampling draws of one trained model"}
+
+
 def task_table(rows: pd.DataFrame, primary: str) -> list[str]:
     """One task's rows with every directed metric, the sampling noise, p_best and costs."""
     shown = [m for m in DIRECTION if m in rows.columns and m != primary]
-    arrows = {"lower": " ↓", "higher": " ↑", None: ""}
-    lines = [f"| rank | method | {primary} ↓ mean ± std [95% CI] | eval noise sd | p_best | "
-             + " | ".join(f"{m}{arrows[DIRECTION[m]]}" for m in shown) + " | trainable | lr | train s | note |",
+    lines = [f"| rank | method | {primary}{ARROWS[DIRECTION[primary]]} mean ± std [95% CI] | eval noise sd | p_best | "
+             + " | ".join(f"{m}{ARROWS[DIRECTION[m]]}" for m in shown) + " | trainable | lr | train s | note |",
              "|--:|:--|:--|--:|--:|" + "--:|" * len(shown) + "--:|--:|--:|:--|"]
     for _, r in rows.iterrows():
         std = "" if pd.isna(r[f"{primary}_std"]) else f" ± {_num(r[f'{primary}_std'])}"
@@ -361,10 +366,12 @@ def markdown(table: pd.DataFrame, suite: str) -> str:
              f"Mean over seeds; {primary} as mean [95% CI of the mean] (`ci_method`: t below 10 seeds, BCa "
              "from 10). ★: best on the task, with a paired t-test over the shared seeds against the runner-up "
              "at Holm-corrected p < 0.05 (`p_vs_next`). `p_best`: probability of rank 1 under a bootstrap over "
-             "the seeds. `eval noise sd`: the metric's own noise (sd over independent sampling draws of one "
-             f"trained model). `real_data`: held-out real images (the noise floor), not ranked. Average rank over "
-             f"the tasks every ranked method ran ({', '.join(common) or 'none'}).", "",
-             f"## At a glance: {primary} ↓ per task", "", *overview(table, primary, common), ""]
+             f"the seeds. `eval noise sd`: the metric's own noise ({NOISE.get(primary, NOISE[None])}). "
+             + ("`real_data`: held-out real images (the noise floor), not ranked. "
+                if REFERENCE_ROW in set(table.method) else "")
+             + f"Average rank over the tasks every ranked method ran ({', '.join(common) or 'none'}).", "",
+             f"## At a glance: {primary}{ARROWS[DIRECTION[primary]]} per task", "",
+             *overview(table, primary, common), ""]
     for task in apart:
         lines += [f"## Ranked apart: {task} (not every method can run it)", "",
                   *overview(table, primary, [task], average=False), ""]

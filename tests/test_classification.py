@@ -224,6 +224,8 @@ def test_the_classification_track_end_to_end(in_workspace):
     assert rows.loc[("novel", "kind"), "status"] == "success" and 0 <= rows.loc[("novel", "kind"), "top1"] <= 1
     assert rows.loc[("depth2", "linear_probe"), "status"] == "n/a"
     assert {"top1", "nll", "ece", "eval_noise_sd"} <= set(table.columns)
+    board = (in_workspace / "results/leaderboard/digits_cls.md").read_text()
+    assert "top1 ↑ per task" in board and "top1 ↓" not in board and "binomial standard error" in board
     sizes = pd.read_csv(in_workspace / "results/leaderboard/digits_cls_sizes.csv")
     assert set(sizes.method) == {"kind", "scratch", "heur_lg"} and set(sizes.depth) == {1, 3}
     assert (in_workspace / "results/leaderboard/digits_cls_sizes.png").stat().st_size > 1000

@@ -15,7 +15,7 @@ def copy_parameters(
     skip: Callable[[str], bool] = lambda name: False,
     rename: Callable[[str], str | None] = lambda name: name,
 ) -> int:
-    """Copy every target parameter whose (renamed) source name exists with the same shape.
+    """Copy every target parameter whose (renamed) source name exists; a shape that differs is refused.
 
     ``skip(name)`` excludes target parameters; ``rename(name)`` maps a target name to the source name
     to copy from (None: nothing to copy). Returns the number of parameter elements copied.
@@ -27,9 +27,13 @@ def copy_parameters(
             continue
         src_name = rename(name)
         src = source_params.get(src_name) if src_name is not None else None
-        if src is not None and src.shape == param.shape:
-            param.copy_(src)
-            copied += param.numel()
+        if src is None:
+            continue
+        if src.shape != param.shape:  # silently keeping the fresh tensor would inherit less than claimed
+            raise ValueError(f"cannot inherit {name} of shape {tuple(param.shape)} from {src_name} of shape "
+                             f"{tuple(src.shape)}: skip it explicitly if it is not meant to be inherited")
+        param.copy_(src)
+        copied += param.numel()
     return copied
 
 

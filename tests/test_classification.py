@@ -157,8 +157,14 @@ def test_kind_on_a_classifier_inherits_learngenes_and_opens_every_fresh_tailor(k
 def test_kind_ablation_forms_learngenes_only_all_tailors_kept_and_predicted_gate(kind_ancestry):
     from kind_bench.kind.decompose import kind_layers
 
-    only = method("kind", tailors=0).build(kind_ancestry, TARGET).model
-    assert all(layer.n_tailors == 0 for _, layer in kind_layers(only))
+    only = method("kind", tailors=0).build(kind_ancestry, TARGET)
+    pairs = list(zip(kind_layers(only.model), kind_layers(kind_ancestry), strict=True))
+    assert all(mine.n_tailors == 0 for (_, mine), _ in pairs)
+    for (_, mine), (_, theirs) in pairs:  # learngenes only: still the ancestry's learngenes
+        for name in ("U_G", "sigma_G", "V_G"):
+            assert torch.equal(getattr(mine, name), getattr(theirs, name)), name
+    genes = sum(getattr(layer, n).numel() for _, layer in kind_layers(kind_ancestry) for n in ("U_G", "sigma_G", "V_G"))
+    assert only.transferred >= genes
     kept = method("kind", inherit_tailors=True).build(kind_ancestry, TARGET).model
     assert all(torch.equal(a.U_T, b.U_T) for (_, a), (_, b) in zip(kind_layers(kept), kind_layers(kind_ancestry),
                                                                       strict=True))

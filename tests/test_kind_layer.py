@@ -136,3 +136,12 @@ def test_more_classes_than_windows_get_distinct_random_gates():
     masks = gate_masks(150, 32, 16, "block", 0)[:150]
     assert len({tuple(row.tolist()) for row in masks}) == 150  # block windows would give only 32
     assert (masks.sum(1) == 16).all()
+
+
+def test_inheriting_a_parameter_of_another_shape_is_refused():
+    from kind_bench.inherit import copy_parameters
+
+    source, target = nn.Linear(4, 3), nn.Linear(4, 2)
+    with pytest.raises(ValueError, match="cannot inherit weight of shape \\(2, 4\\) from weight of shape \\(3, 4\\)"):
+        copy_parameters(source, target)
+    assert copy_parameters(source, target, skip=lambda name: True) == 0

@@ -11,15 +11,17 @@ from kind_bench.kind.layer import GuidedPairLinear, KindLinear
 from kind_bench.models import DIT, arch_of, block_linears, null_label
 
 
-def decompose(model: nn.Module, roles: list[str], n_tailors: int, gate: ClassGate) -> nn.Module:
-    """Replace the ``roles`` linears of every block by SVD-initialised KindLinears sharing ``gate``.
+def decompose(model: nn.Module, roles: list[str], n_tailors: int, gate: ClassGate,
+              n_learngenes: int | None = None) -> nn.Module:
+    """Replace the ``roles`` linears of every block by SVD-initialised KindLinears sharing ``gate``
+    (``n_learngenes``: default, every component that is not a tailor).
 
     The gate is registered on the model as ``kind_gate``. On the DiT a forward pre-hook feeds it the
     ``class_labels`` of every call; on the ViT (whose forward takes no label) the caller opens it with
     ``model.kind_gate.labels(y)``, unless the gate is open for every sample.
     """
     for _, _, parent, attr in block_linears(model, roles):
-        setattr(parent, attr, KindLinear.from_linear(getattr(parent, attr), n_tailors, gate))
+        setattr(parent, attr, KindLinear.from_linear(getattr(parent, attr), n_tailors, gate, n_learngenes))
     model.kind_gate = gate.to(next(model.parameters()).device)
     if arch_of(model) is DIT:
         model.register_forward_pre_hook(gate.capture, with_kwargs=True)

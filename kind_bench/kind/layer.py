@@ -22,12 +22,15 @@ from kind_bench.kind.gate import ClassGate
 class KindLinear(nn.Module):
     """A linear layer stored as learngene and tailor rank-1 components."""
 
-    def __init__(self, in_features: int, out_features: int, n_tailors: int, gate: ClassGate, bias: bool = True):
+    def __init__(self, in_features: int, out_features: int, n_tailors: int, gate: ClassGate, bias: bool = True,
+                 n_learngenes: int | None = None):
         super().__init__()
         rank = min(in_features, out_features)
         if not 0 <= n_tailors < rank:
             raise ValueError(f"n_tailors={n_tailors} must be in [0, {rank}) for a {out_features}x{in_features} layer")
-        n_genes = rank - n_tailors
+        n_genes = rank - n_tailors if n_learngenes is None else n_learngenes  # fewer: a descendant's own N_T
+        if not 1 <= n_genes <= rank - n_tailors:
+            raise ValueError(f"n_learngenes={n_genes} must be in [1, {rank - n_tailors}] with {n_tailors} tailors")
         self.in_features, self.out_features = in_features, out_features
         self.U_G = nn.Parameter(torch.empty(out_features, n_genes))
         self.sigma_G = nn.Parameter(torch.empty(n_genes))
@@ -73,18 +76,22 @@ class KindLinear(nn.Module):
         self.V_G.copy_(V[:, :g]), self.V_T.copy_(V[:, g:])
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, n_tailors: int, gate: ClassGate) -> KindLinear:
-        """Decompose a dense layer by SVD: with every component open it is the same function."""
+    def from_linear(cls, linear: nn.Linear, n_tailors: int, gate: ClassGate,
+                    n_learngenes: int | None = None) -> KindLinear:
+        """Decompose a dense layer by SVD: with every component open it is the same function (with
+        ``n_learngenes`` below the full rank, its leading components)."""
         from kind_bench.models import weights_will_load
 
-        layer = cls(linear.in_features, linear.out_features, n_tailors, gate, bias=linear.bias is not None)
+        layer = cls(linear.in_features, linear.out_features, n_tailors, gate, bias=linear.bias is not None,
+                    n_learngenes=n_learngenes)
         layer.to(device=linear.weight.device, dtype=linear.weight.dtype)
         if weights_will_load():  # saved components follow: no SVD (zeros until they are loaded)
             for p in layer.parameters():
                 torch.nn.init.zeros_(p)
             return layer
         U, sigma, Vh = torch.linalg.svd(linear.weight.detach().double(), full_matrices=False)  # noqa: N806
-        layer.set_components(U.to(linear.weight.dtype), sigma.to(linear.weight.dtype), Vh.T.to(linear.weight.dtype))
+        k, dtype = layer.n_learngenes + layer.n_tailors, linear.weight.dtype
+        layer.set_components(U[:, :k].to(dtype), sigma[:k].to(dtype), Vh[:k].T.to(dtype))
         if linear.bias is not None:
             with torch.no_grad():
                 layer.bias.copy_(linear.bias)

@@ -69,8 +69,10 @@ def _check(options: KindAncestryOptions, model_rank: int) -> None:
                         f"[1, ancestry.n_tailors={options.n_tailors}]")
 
 
-def build_kind_model(options: KindAncestryOptions, target: Target, gate_mode: str = "label") -> nn.Module:
-    """A fresh decomposed backbone with a class gate for ``target.num_classes`` classes.
+def build_kind_model(options: KindAncestryOptions, target: Target, gate_mode: str = "label",
+                     n_learngenes: int | None = None) -> nn.Module:
+    """A fresh decomposed backbone with a class gate for ``target.num_classes`` classes (``n_learngenes``:
+    the ancestry's N_G, for a descendant whose N_T differs from the ancestry's).
 
     ``gate_mode``: ``label`` (each sample opens its class's tailors: the paper's gate), ``open`` (every
     tailor open, no label needed: the classification descendant) or ``predicted`` (the class a first,
@@ -84,7 +86,7 @@ def build_kind_model(options: KindAncestryOptions, target: Target, gate_mode: st
                         f"not {options.n_tailors}")
     gate = ClassGate(target.num_classes, options.n_tailors, max(1, options.tailors_per_class), options.assignment,
                      options.gate_seed, options.null_tailors, mode=gate_mode)
-    model = decompose(backbone, list(options.layers), options.n_tailors, gate)
+    model = decompose(backbone, list(options.layers), options.n_tailors, gate, n_learngenes)
     model.kind_options = options  # how it was built, so a descendant can be built the same way
     return model
 
@@ -145,11 +147,12 @@ class Kind(Method):
         return "open" if mode == "auto" else mode
 
     def build(self, ancestry: nn.Module | None, target: Target) -> Descendant:
-        options = ancestry.kind_options
-        if self.options.tailors is not None:
+        options, n_learngenes = ancestry.kind_options, None
+        if self.options.tailors is not None:  # the ancestry's learngenes, a tailor count of our own
             options = dataclasses.replace(options, n_tailors=self.options.tailors,
                                           tailors_per_class=min(options.tailors_per_class, self.options.tailors))
-        model = build_kind_model(options, target, self.gate_mode(target))
+            n_learngenes = kind_layers(ancestry)[0][1].n_learngenes
+        model = build_kind_model(options, target, self.gate_mode(target), n_learngenes)
         fresh = () if self.options.inherit_tailors else TAILOR_PARAMS
         transferred = copy_parameters(
             ancestry, model, rename=block_renamer(len(blocks(ancestry)), target.depth),

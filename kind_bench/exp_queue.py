@@ -11,7 +11,7 @@ of the grid, so the grid runs on ``-j`` local workers::
     kind-bench leaderboard                                       # refuses a grid with a cell missing
 
 Only experiments whose baseline is the current commit are read (an experiment of older code is not
-mixed in), and only the result records each one added or changed under ``results/runs``. Two experiments
+mixed in), and only the published result records each one added or changed (``results/runs``). Two experiments
 that wrote different records for the same cell are refused, with both named.
 """
 
@@ -23,8 +23,6 @@ from pathlib import Path
 
 from kind_bench.errors import UserError
 from kind_bench.io import atomic_path
-
-RESULTS = "results/runs"
 
 
 def _git(*args: str) -> bytes:
@@ -41,8 +39,9 @@ def experiment_refs(baseline: str) -> list[str]:
     return sorted(ref for ref in refs if ref.startswith(prefix))
 
 
-def collect(results: str = RESULTS) -> list[Path]:
-    """Write every record the current commit's experiments added or changed under ``results``; their paths."""
+def collect(results: str) -> list[Path]:
+    """Write every record the current commit's experiments added or changed under ``results`` (a folder
+    relative to the repository root); their paths."""
     baseline = _git("rev-parse", "HEAD").decode().strip()
     found: dict[str, tuple[str, bytes]] = {}
     for ref in experiment_refs(baseline):
@@ -61,12 +60,16 @@ def collect(results: str = RESULTS) -> list[Path]:
 
 def main() -> int:
     """Collect, and say how many records came from how many experiments."""
+    from kind_bench.config import compose
+    from kind_bench.paths import published_root
+
     try:
-        written = collect()
+        results = published_root(compose([])).as_posix()
+        written = collect(results)
     except UserError as exc:
         print(f"kind-bench exp_queue: error: {exc}", file=sys.stderr)
         return 2
-    print(f"exp_queue: {len(written)} result records collected into {RESULTS}")
+    print(f"exp_queue: {len(written)} result records collected into {results}")
     return 0
 
 

@@ -101,9 +101,14 @@ def result_path(cfg: Config, cell: Cell) -> Path:
     return Path(cfg.paths.results) / root / cfg.suite.name / cell.method / rest / f"{cell.id}.json"
 
 
+def published_root(cfg: Config) -> Path:
+    """The folder of every suite's published result records."""
+    return Path(cfg.paths.results) / PUBLISHED
+
+
 def published_results(cfg: Config) -> Path:
     """The folder of the published grid's result records (the only one the leaderboard reads)."""
-    return Path(cfg.paths.results) / PUBLISHED / cfg.suite.name
+    return published_root(cfg) / cfg.suite.name
 
 
 def published_result(cfg: Config, cell: Cell) -> Path:

@@ -124,11 +124,11 @@ def test_collecting_experiments_reads_only_the_current_baseline_and_refuses_two_
     experiment("cell-a", "lora-novel-0.json")
     experiment("cell-b", "lora-novel-1.json")
     experiment("older-code", "lora-novel-2.json", base="f" * 40)
-    assert [p.name for p in collect()] == ["lora-novel-0.json", "lora-novel-1.json"]
+    assert [p.name for p in collect("results/runs")] == ["lora-novel-0.json", "lora-novel-1.json"]
     assert (tmp_path / "results/runs/digits/lora/lora-novel-1.json").read_text() == "cell-b\n"
     for path in (tmp_path / "results").rglob("*.json"):
         path.unlink()
     experiment("cell-a-again", "lora-novel-0.json")
     with pytest.raises(UserError, match="lora-novel-0.json: experiments .*cell-a.* and .*cell-a-again"):
-        collect()
+        collect("results/runs")
     assert not list((tmp_path / "results").rglob("*.json"))  # refused before writing anything

@@ -9,7 +9,8 @@ it is 1 + N_T (in + out) / (in out)), and their targets:
 3. merged-KIND sampling / dense sampling (one class, classifier-free guidance): target <= 1.02.
 
 Steps use the training optimizer (fused AdamW). The two sides of each ratio alternate within one process,
-and each ratio is the median over rounds, so that drift on a shared machine cancels. Absolute times are
+and each ratio is the median over 15 rounds, printed with its quartiles, so that drift on a shared
+machine cancels and what is left of it shows. Absolute times are
 printed too. ``--json PATH`` also writes the table.
 """
 
@@ -69,9 +70,9 @@ def sampling(model: nn.Module, cfg: Config) -> Callable[[], None]:
     return run
 
 
-def ratio(kind: Callable[[], None], dense: Callable[[], None], repeats: int, rounds: int
-          ) -> tuple[float, float, float, float]:
-    """(median KIND/dense ratio, KIND ms, dense ms, FLOP floor), alternating the two sides each round."""
+def ratio(kind: Callable[[], None], dense: Callable[[], None], repeats: int, rounds: int) -> dict[str, float]:
+    """The KIND/dense time ratio (median and quartiles over ``rounds``, the two sides alternating each
+    round), each side's median time in ms, and the FLOP floor."""
     floor = count_flops(kind) / max(1, count_flops(dense))
     for fn in (kind, dense):
         fn()  # warm-up
@@ -86,14 +87,16 @@ def ratio(kind: Callable[[], None], dense: Callable[[], None], repeats: int, rou
         kind_ms.append(times[0])
         dense_ms.append(times[1])
         ratios.append(times[0] / times[1])
-    return statistics.median(ratios), statistics.median(kind_ms), statistics.median(dense_ms), floor
+    q1, median, q3 = statistics.quantiles(ratios, n=4)
+    return {"ratio": median, "ratio_q1": q1, "ratio_q3": q3, "floor": floor,
+            "kind_ms": statistics.median(kind_ms), "dense_ms": statistics.median(dense_ms)}
 
 
 TARGETS = {"pretrain step (KIND / vanilla)": "<= 1.1 x floor", "transfer step (KIND / full fine-tune)": "<= 1.0",
            "sampling (merged KIND / dense)": "<= 1.02"}
 
 
-def measure(cfg: Config, repeats: int = 10, rounds: int = 5) -> dict[str, tuple[float, float, float, float]]:
+def measure(cfg: Config, repeats: int = 5, rounds: int = 15) -> dict[str, dict[str, float]]:
     """The three ratios of the module docstring."""
     torch.manual_seed(0)
     target = Target(len(cfg.task.target_classes), cfg.model.depth, cfg.model, cfg.data.channels, cfg.data.image_size)
@@ -132,10 +135,11 @@ def main(argv: list[str] | None = None) -> int:
           f"batch {cfg.transfer.batch_size}, {torch.get_num_threads()} threads, "
           f"sampler {cfg.sample.scheduler} x{cfg.sample.steps}, guidance {cfg.sample.guidance_scale}")
     rows = {}
-    for name, (r, kind_ms, dense_ms, floor) in measure(cfg).items():
-        rows[name] = {"ratio": r, "floor": floor, "kind_ms": kind_ms, "dense_ms": dense_ms, "target": TARGETS[name]}
-        print(f"{name:40s} ratio {r:5.3f}  floor {floor:5.3f}  target {TARGETS[name]:16s} "
-              f"({kind_ms:8.2f} ms vs {dense_ms:8.2f} ms)")
+    for name, row in measure(cfg).items():
+        rows[name] = {**row, "target": TARGETS[name]}
+        print(f"{name:40s} ratio {row['ratio']:5.3f} (quartiles {row['ratio_q1']:5.3f}-{row['ratio_q3']:5.3f})  "
+              f"floor {row['floor']:5.3f}  target {TARGETS[name]:16s} "
+              f"({row['kind_ms']:8.2f} ms vs {row['dense_ms']:8.2f} ms)")
     if out:
         write_json(out, {"model": cfg.model.name, "threads": torch.get_num_threads(), "ratios": rows})
     return 0

@@ -145,3 +145,68 @@ def test_inheriting_a_parameter_of_another_shape_is_refused():
     with pytest.raises(ValueError, match="cannot inherit weight of shape \\(2, 4\\) from weight of shape \\(3, 4\\)"):
         copy_parameters(source, target)
     assert copy_parameters(source, target, skip=lambda name: True) == 0
+
+
+def reference_forward(layer: KindLinear, x: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor:
+    """The module docstring's formula in plain autograd ops (no hand-written backward)."""
+    weight = (layer.U_G * layer.sigma_G) @ layer.V_G.T
+    scale = layer.sigma_T if active is None else layer.sigma_T * (active.unsqueeze(1) if x.dim() == 3 else active)
+    return nn.functional.linear(x, weight, layer.bias) + ((x @ layer.V_T) * scale) @ layer.U_T.T
+
+
+@pytest.mark.parametrize("shape", [(5, 7, IN), (5, IN)])
+@pytest.mark.parametrize("mode", ["label", "open"])
+@pytest.mark.parametrize("learngenes_train", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_hand_written_backward_equals_autograd(shape, mode, learngenes_train, bias):
+    torch.manual_seed(0)
+    gate = ClassGate(CLASSES, TAILORS, PER_CLASS, "block", seed=0, mode=mode)
+    layer = KindLinear.from_linear(nn.Linear(IN, OUT, bias=bias), TAILORS, gate).double()
+    for name in ("U_G", "sigma_G", "V_G"):
+        getattr(layer, name).requires_grad_(learngenes_train)
+    with torch.no_grad():
+        layer.sigma_T.mul_(torch.linspace(0.5, 2.0, TAILORS, dtype=torch.float64))
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    gate.set_labels(torch.tensor([0, 1, 2, 3, 4]))  # 4: the null label
+    upstream = torch.randn(*shape[:-1], OUT, dtype=torch.float64)
+    results = []
+    for forward in (layer, lambda inputs: reference_forward(layer, inputs, None if mode == "open" else gate.active)):
+        for tensor in [x, *layer.parameters()]:
+            tensor.grad = None
+        y = forward(x)
+        y.backward(upstream)
+        results.append([y.detach(), x.grad] + [p.grad for p in layer.parameters()])
+    for fast, reference in zip(*results, strict=True):
+        if reference is None:
+            assert fast is None
+        else:
+            torch.testing.assert_close(fast, reference, rtol=1e-10, atol=1e-12)
+    assert (layer.sigma_T.grad != 0).any() and (layer.U_T.grad != 0).any()
+
+
+def test_bf16_autocast_runs_the_products_in_bf16_and_returns_parameter_dtype_gradients():
+    _, layer, gate = make_layer()
+    x = torch.randn(4, 3, IN)
+    gate.set_labels(torch.tensor([0, 1, 2, 3]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert all(p.grad.dtype == torch.float32 for p in layer.parameters())
+    torch.testing.assert_close(y.float(), reference_forward(layer, x, gate.active).detach(), rtol=0.05, atol=0.05)
+
+
+def test_flop_count_includes_the_in_place_tailor_products():
+    from kind_bench.metrics.cost import count_flops
+
+    _, layer, gate = make_layer()
+    layer.requires_grad_(False)
+    layer.U_T.requires_grad_(True), layer.V_T.requires_grad_(True), layer.sigma_T.requires_grad_(True)
+    x = torch.randn(4, 3, IN, requires_grad=True)
+    gate.set_labels(torch.tensor([0, 1, 2, 3]))
+    layer.learngene_weight()  # the frozen learngenes' product is cached (formed once, outside the step)
+    rows = 4 * 3
+    # forward: dense + two tailor products; backward: input gradient (dense + tailor), the tailor
+    # activations' gradient, and the two tailor weight gradients
+    expected = 2 * rows * (2 * IN * OUT + 3 * TAILORS * (IN + OUT))
+    assert count_flops(lambda: layer(x).sum().backward()) == expected

@@ -76,6 +76,7 @@ class ClassGate(nn.Module):
         self.register_buffer("mask", torch.ones_like(masks) if mode == "open" else masks)
         self.mode = mode
         self.active: torch.Tensor | None = None
+        self._columns: tuple[torch.Tensor, int, torch.Tensor] | None = None  # (active, tokens, columns)
 
     @property
     def open_all(self) -> bool:
@@ -90,6 +91,13 @@ class ClassGate(nn.Module):
     def set_labels(self, labels: torch.Tensor) -> None:
         """Select the per-sample masks, shape (B, n_tailors), for the next forward pass."""
         self.active = self.mask[labels]
+
+    def columns(self, tokens: int) -> torch.Tensor:
+        """The active masks per token, transposed: (n_tailors, B * tokens), column ``b * tokens + t`` for
+        token ``t`` of sample ``b`` (computed once per batch and token count, shared by every layer)."""
+        if self._columns is None or self._columns[0] is not self.active or self._columns[1] != tokens:
+            self._columns = (self.active, tokens, self.active.T.repeat_interleave(tokens, dim=1))
+        return self._columns[2]
 
     @contextmanager
     def labels(self, labels: torch.Tensor) -> Iterator[None]:

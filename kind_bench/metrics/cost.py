@@ -9,9 +9,15 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
+def _inplace_addmm_flops(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """``x.addmm_(a, b)``: torch's counter has a formula for ``addmm`` only (KIND's layer adds in place)."""
+    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+
 def count_flops(fn: Callable[[], object]) -> int:
-    """FLOPs of the matmuls, convolutions and attention that ``fn`` runs (torch's flop counter)."""
-    with FlopCounterMode(display=False) as counter:
+    """FLOPs of the matmuls, convolutions and attention that ``fn`` runs (torch's flop counter, plus
+    in-place ``addmm_``, which it does not count)."""
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: _inplace_addmm_flops}) as counter:
         fn()
     return int(counter.get_total_flops())
 

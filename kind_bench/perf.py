@@ -120,12 +120,28 @@ def measure(cfg: Config, repeats: int = 5, rounds: int = 15) -> dict[str, dict[s
     return results
 
 
+def _pop_option(args: list[str], name: str) -> str | None:
+    """Remove ``name VALUE`` from ``args``; the value, or None when absent."""
+    if name not in args:
+        return None
+    at = args.index(name)
+    if at + 1 == len(args):
+        raise UserError(f"{name} needs a value")
+    value = args[at + 1]
+    del args[at : at + 2]
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Print the ratios for the default config (``key=value`` overrides allowed; ``--json PATH`` writes them)."""
+    """Print the ratios for the default config (``key=value`` overrides allowed; ``--json PATH`` writes
+    them; ``--rounds N`` and ``--repeats N`` change how long each side is timed, 15 and 5 by default)."""
     args = list(argv if argv is not None else sys.argv[1:])
-    out = args.pop(args.index("--json") + 1) if "--json" in args else None
-    args = [a for a in args if a != "--json"]
     try:
+        out = _pop_option(args, "--json")
+        rounds, repeats = (_pop_option(args, name) or default for name, default in (("--rounds", "15"),
+                                                                                      ("--repeats", "5")))
+        if not (rounds.isdigit() and repeats.isdigit() and int(rounds) >= 1 and int(repeats) >= 1):
+            raise UserError(f"--rounds={rounds} and --repeats={repeats} must be whole numbers >= 1")
         cfg = compose(["ancestry=kind", *args])
     except UserError as exc:
         print(f"kind_bench.perf: error: {exc}", file=sys.stderr)
@@ -135,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
           f"batch {cfg.transfer.batch_size}, {torch.get_num_threads()} threads, "
           f"sampler {cfg.sample.scheduler} x{cfg.sample.steps}, guidance {cfg.sample.guidance_scale}")
     rows = {}
-    for name, row in measure(cfg).items():
+    for name, row in measure(cfg, repeats=int(repeats), rounds=int(rounds)).items():
         rows[name] = {**row, "target": TARGETS[name]}
         print(f"{name:40s} ratio {row['ratio']:5.3f} (quartiles {row['ratio_q1']:5.3f}-{row['ratio_q3']:5.3f})  "
               f"floor {row['floor']:5.3f}  target {TARGETS[name]:16s} "

@@ -1,0 +1,29 @@
+"""`make gpu-check` at its toy size on the CPU: the mini paper tier end to end, and the perf ratios."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+from kind_bench import gpu_check
+from kind_bench.perf import TARGETS
+
+
+def test_the_gpu_check_runs_its_mini_tier_and_the_perf_ratios_at_toy_size(tmp_path):
+    out = tmp_path / "gpu"
+    summary = gpu_check.run(out, smoke=True)
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert set(summary["cells"]) == {"kind-novel-0", "full_finetune-novel-0", "lora-novel-0"}
+    for numbers in summary["cells"].values():
+        assert numbers["images_per_s"] > 0 and numbers["peak_memory_mb"] > 0 and math.isfinite(numbers["fd_digits"])
+    ratios = summary["perf"]["ratios"]
+    assert set(ratios) == set(TARGETS)
+    for row in ratios.values():
+        assert row["ratio_q1"] <= row["ratio"] <= row["ratio_q3"] and row["kind_ms"] > 0 and row["dense_ms"] > 0
+    assert ratios["pretrain step (KIND / vanilla)"]["floor"] > 1  # the gated path adds FLOPs to every layer
+    assert ratios["transfer step (KIND / full fine-tune)"]["floor"] < ratios["pretrain step (KIND / vanilla)"]["floor"]
+    assert ratios["sampling (merged KIND / dense)"]["floor"] == 1.0  # merged weights: the dense model's FLOPs
+    with open(out / "leaderboard.csv") as f:
+        methods = {row["method"] for row in csv.DictReader(f)}
+    assert {"kind", "full_finetune", "lora"} <= methods

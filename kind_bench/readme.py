@@ -1,8 +1,14 @@
-"""``python -m kind_bench.readme`` (``make readme``): the README carries the generated findings verbatim.
+"""``python -m kind_bench.readme`` (``make readme``): the README carries the generated tables and findings.
 
-Between ``<!-- findings:<suite>:start -->`` and ``<!-- findings:<suite>:end -->`` the README holds the text
-of ``results/leaderboard/<suite>_findings.md``, so that prose cannot drift from the CSV; this command
-copies it in, and ``tests/test_readme.py`` fails when the two differ.
+Two kinds of marked region, so that no number in them can drift from the CSVs:
+
+* ``<!-- findings:<suite>:start -->`` … ``<!-- findings:<suite>:end -->``: the text of
+  ``results/leaderboard/<suite>_findings.md``, verbatim;
+* ``<!-- glance:<suite>:start -->`` … ``<!-- glance:<suite>:end -->``: the "At a glance" and "Ranked apart"
+  tables of ``results/leaderboard/<suite>.md`` (headings two levels down; a ranked-apart table without the
+  ``n/a`` rows of methods that cannot run its task).
+
+This command copies them in, and ``tests/test_readme.py`` fails when the README and the files differ.
 """
 
 from __future__ import annotations
@@ -12,28 +18,51 @@ import sys
 from pathlib import Path
 
 SUITES = ("digits", "digits_cls")
+KINDS = ("findings", "glance")
 
 
-def block(suite: str) -> re.Pattern[str]:
-    """The README region of one suite's findings."""
-    return re.compile(rf"(<!-- findings:{suite}:start -->\n)(.*?)(<!-- findings:{suite}:end -->)", re.S)
+def block(suite: str, kind: str = "findings") -> re.Pattern[str]:
+    """The README region of one suite's findings (or glance tables)."""
+    return re.compile(rf"(<!-- {kind}:{suite}:start -->\n)(.*?)(<!-- {kind}:{suite}:end -->)", re.S)
+
+
+def glance(leaderboard_md: str) -> str:
+    """The "At a glance" and "Ranked apart" sections of a leaderboard markdown, headings demoted, n/a rows out."""
+    kept, inside = [], False
+    for line in leaderboard_md.splitlines():
+        if line.startswith("## "):
+            inside = line.startswith(("## At a glance", "## Ranked apart"))
+            line = "##" + line
+        if inside and not re.match(r"\| [^|]+ \| n/a \|", line):
+            kept.append(line)
+    return "\n".join(kept).strip("\n") + "\n"
+
+
+def generated(results: Path, suite: str, kind: str) -> str | None:
+    """What a region of ``kind`` for ``suite`` holds, from the files under ``results`` (None: no file)."""
+    name = f"{suite}_findings.md" if kind == "findings" else f"{suite}.md"
+    path = results / "leaderboard" / name
+    if not path.is_file():
+        return None
+    return path.read_text() if kind == "findings" else glance(path.read_text())
 
 
 def synced(readme: str, results: Path) -> str:
-    """``readme`` with every findings region replaced by its file's current text."""
+    """``readme`` with every marked region replaced by its file's current text."""
     for suite in SUITES:
-        path = results / "leaderboard" / f"{suite}_findings.md"
-        if path.is_file():
-            text = path.read_text()
-            readme = block(suite).sub(lambda m, t=text: m.group(1) + t.rstrip("\n") + "\n" + m.group(3), readme)
+        for kind in KINDS:
+            text = generated(results, suite, kind)
+            if text is not None:
+                readme = block(suite, kind).sub(lambda m, t=text: m.group(1) + t.rstrip("\n") + "\n" + m.group(3),
+                                                readme)
     return readme
 
 
 def main() -> int:
-    """Rewrite README.md's findings regions."""
+    """Rewrite README.md's marked regions."""
     path = Path("README.md")
     path.write_text(synced(path.read_text(), Path("results")))
-    print("readme: findings regions updated")
+    print("readme: findings and glance regions updated")
     return 0
 
 

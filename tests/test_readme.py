@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kind_bench.readme import SUITES, block, synced
+from kind_bench.readme import KINDS, SUITES, block, glance, synced
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_readme_findings_are_the_generated_files():
+def test_the_readme_tables_and_findings_are_the_generated_files():
     readme = (ROOT / "README.md").read_text()
     for suite in SUITES:
-        assert block(suite).search(readme), f"README has no findings region for {suite}"
-    assert synced(readme, ROOT / "results") == readme, "README findings differ from the files: run `make readme`"
+        for kind in KINDS:
+            assert block(suite, kind).search(readme), f"README has no {kind} region for {suite}"
+    assert synced(readme, ROOT / "results") == readme, "README tables or findings differ from the files: run " \
+        "`make readme`"
 
 
 def test_sync_replaces_only_the_marked_region(tmp_path):
@@ -22,3 +24,13 @@ def test_sync_replaces_only_the_marked_region(tmp_path):
     start, end = "<!-- findings:digits:start -->", "<!-- findings:digits:end -->"
     readme = f"before\n{start}\nold\n{end}\nafter\n"
     assert synced(readme, tmp_path) == f"before\n{start}\nnew text\n{end}\nafter\n"
+
+
+def test_glance_keeps_the_summary_tables_and_drops_what_cannot_run():
+    leaderboard = ("# Leaderboard: digits\n\nintro\n\n## At a glance: fd_digits ↓ per task\n\n| method | novel |\n"
+                   "| a | 0.5 [0.4, 0.6] |\n\n## Ranked apart: small (not every method can run it)\n\n"
+                   "| method | small | rank |\n| a | 0.7 [0.6, 0.8] | 1 |\n| b | n/a |  |\n\n"
+                   "## novel\n\n| per-task |\n")
+    assert glance(leaderboard) == ("#### At a glance: fd_digits ↓ per task\n\n| method | novel |\n"
+                                   "| a | 0.5 [0.4, 0.6] |\n\n#### Ranked apart: small (not every method can run it)"
+                                   "\n\n| method | small | rank |\n| a | 0.7 [0.6, 0.8] | 1 |\n")

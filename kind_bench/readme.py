@@ -6,7 +6,9 @@ Two kinds of marked region, so that no number in them can drift from the CSVs:
   ``results/leaderboard/<suite>_findings.md``, verbatim;
 * ``<!-- glance:<suite>:start -->`` … ``<!-- glance:<suite>:end -->``: the "At a glance" and "Ranked apart"
   tables of ``results/leaderboard/<suite>.md`` (headings two levels down; a ranked-apart table without the
-  ``n/a`` rows of methods that cannot run its task).
+  ``n/a`` rows of methods that cannot run its task);
+* ``<!-- table:results/<path>.md:start -->`` … ``<!-- table:results/<path>.md:end -->``: the first table of
+  that generated markdown file (an ablation table, the descendant-size table).
 
 This command copies them in, and ``tests/test_readme.py`` fails when the README and the files differ.
 """
@@ -24,6 +26,18 @@ KINDS = ("findings", "glance")
 def block(suite: str, kind: str = "findings") -> re.Pattern[str]:
     """The README region of one suite's findings (or glance tables)."""
     return re.compile(rf"(<!-- {kind}:{suite}:start -->\n)(.*?)(<!-- {kind}:{suite}:end -->)", re.S)
+
+
+#: a table region: the file is named in the marker, and only a markdown file under results/ is accepted
+TABLE = re.compile(r"(<!-- table:(results/[\w/-]+(?:\.[\w-]+)*\.md):start -->\n)(.*?)(<!-- table:\2:end -->)", re.S)
+
+
+def first_table(markdown: str) -> str:
+    """The first markdown table of a file (its contiguous ``|`` lines)."""
+    lines = markdown.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end]) + "\n"
 
 
 def glance(leaderboard_md: str) -> str:
@@ -55,14 +69,20 @@ def synced(readme: str, results: Path) -> str:
             if text is not None:
                 readme = block(suite, kind).sub(lambda m, t=text: m.group(1) + t.rstrip("\n") + "\n" + m.group(3),
                                                 readme)
-    return readme
+
+    def table(match: re.Match[str]) -> str:
+        path = results.parent / match.group(2)
+        text = first_table(path.read_text()) if path.is_file() else match.group(3)
+        return match.group(1) + text + match.group(4)
+
+    return TABLE.sub(table, readme)
 
 
 def main() -> int:
     """Rewrite README.md's marked regions."""
     path = Path("README.md")
     path.write_text(synced(path.read_text(), Path("results")))
-    print("readme: findings and glance regions updated")
+    print("readme: findings, glance and table regions updated")
     return 0
 
 

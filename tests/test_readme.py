@@ -34,3 +34,14 @@ def test_glance_keeps_the_summary_tables_and_drops_what_cannot_run():
     assert glance(leaderboard) == ("#### At a glance: fd_digits ↓ per task\n\n| method | novel |\n"
                                    "| a | 0.5 [0.4, 0.6] |\n\n#### Ranked apart: small (not every method can run it)"
                                    "\n\n| method | small | rank |\n| a | 0.7 [0.6, 0.8] | 1 |\n")
+
+
+def test_a_table_region_holds_the_first_table_of_its_file_under_results(tmp_path):
+    (tmp_path / "results" / "ablations").mkdir(parents=True)
+    table = "| a | b |\n|:--|:--|\n| 1 | 2 |\n"
+    (tmp_path / "results" / "ablations" / "x.md").write_text(f"# T\n\nintro\n\n{table}\nmore\n")
+    start, end = "<!-- table:results/ablations/x.md:start -->", "<!-- table:results/ablations/x.md:end -->"
+    readme = f"before\n{start}\nold\n{end}\nafter\n"
+    assert synced(readme, tmp_path / "results") == f"before\n{start}\n{table}{end}\nafter\n"
+    outside = readme.replace("results/ablations/x.md", "results/../x.md")
+    assert synced(outside, tmp_path / "results") == outside  # a path leaving results/ is not a region

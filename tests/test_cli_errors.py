@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from kind_bench.cli import main
-
 from micro import micro
 
 EXE = Path(sys.executable).with_name("kind-bench")
@@ -28,8 +26,8 @@ def test_console_script_exit_code_and_single_line(tmp_path):
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.usefixtures("with_vanilla")  # the micro vanilla ancestry, pre-trained once
 def test_an_interrupt_says_how_to_resume_in_one_line(in_workspace, sig, code):
-    assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
     cell = micro("method=full_finetune", "transfer.steps=3000", "transfer.checkpoint_every=20", ancestry=False)
     proc = subprocess.Popen([str(EXE), "transfer", *cell], cwd=in_workspace, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)

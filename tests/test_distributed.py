@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -34,18 +35,20 @@ def weights(root: Path, namespace: str, step: int) -> dict[str, torch.Tensor]:
     return load_file(str(cell / f"step-{step:06d}.safetensors"))
 
 
+@pytest.mark.usefixtures("with_vanilla")  # the micro vanilla ancestry, pre-trained once
 def test_two_processes_train_and_score_as_one_and_only_rank_0_writes(in_workspace):
-    assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
     assert main(["run", *CELL]) == 0
     proc = launch(in_workspace, ["run", *CELL, "namespace=ddp"])
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     one, two = weights(in_workspace, "runs", 8), weights(in_workspace, "ddp", 8)
     assert one.keys() == two.keys()
-    # the same batches and draws; only float reduction order differs (the all-reduce), which 8 AdamW steps
-    # at lr 6e-3 amplify to at most a sixth of one step's size
+    # the same batches and draws; only float reduction order differs (the all-reduce). AdamW's normalised
+    # step amplifies it on coordinates whose gradient is near zero (measured up to 1.1e-3 after 8 steps at
+    # lr 6e-3, depending on the ancestry): within a quarter of one step. Ranks that skipped the all-reduce
+    # would each follow their own half-batch and differ by whole steps.
     for key in one:
-        torch.testing.assert_close(two[key], one[key], atol=1e-3, rtol=0)
+        torch.testing.assert_close(two[key], one[key], atol=6e-3 / 4, rtol=0)
     single = json.loads((in_workspace / "results/runs/digits/full_finetune/full_finetune-novel-0.json").read_text())
     double = json.loads((in_workspace / "results/ddp/digits/full_finetune/full_finetune-novel-0.json").read_text())
     for metric, value in single["metrics"].items():
@@ -56,8 +59,8 @@ def test_two_processes_train_and_score_as_one_and_only_rank_0_writes(in_workspac
     assert json.loads((folder / "train.json").read_text())["world_size"] == 2
 
 
+@pytest.mark.usefixtures("with_vanilla")  # the micro vanilla ancestry, pre-trained once
 def test_a_two_process_run_killed_midway_resumes_in_one_process(in_workspace):
-    assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
     cell = [*CELL, "transfer.steps=400", "transfer.checkpoint_every=20"]
     proc = launch(in_workspace, ["transfer", *cell])
     checkpoint = in_workspace / "artifacts/digits/runs/full_finetune/full_finetune-novel-0/resume.safetensors"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from kind_bench.cli import main
 from kind_bench.io import FILE_MODE, write_json
 
@@ -14,8 +16,8 @@ from micro import MICRO, micro
 PUBLISHED = "results/runs/digits/full_finetune/full_finetune-novel-0.json"
 
 
+@pytest.mark.usefixtures("with_vanilla")  # the micro vanilla ancestry, pre-trained once
 def test_an_ad_hoc_run_lands_in_its_own_namespace_and_leaves_the_published_cell_alone(in_workspace, capsys):
-    assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
     cell = micro("method=full_finetune", ancestry=False)
     assert main(["run", *cell]) == 0
     published = (in_workspace / PUBLISHED).read_text()
@@ -29,10 +31,10 @@ def test_an_ad_hoc_run_lands_in_its_own_namespace_and_leaves_the_published_cell_
     assert json.loads((in_workspace / PUBLISHED).read_text())["run_info"]["config"]["transfer"]["steps"] == 8
 
 
+@pytest.mark.usefixtures("with_vanilla")  # the micro vanilla ancestry, pre-trained once
 def test_changed_data_is_not_up_to_date(in_workspace, capsys):
     from kind_bench.io import load_metadata, load_tensors, save_tensors
 
-    assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
     cell = micro("method=full_finetune", "quiet=false", ancestry=False)
     assert main(["transfer", *cell]) == 0
     assert main(["transfer", *cell]) == 0
@@ -51,12 +53,12 @@ def test_changed_data_is_not_up_to_date(in_workspace, capsys):
     assert "up to date" not in capsys.readouterr().out
 
 
+@pytest.mark.usefixtures("with_vanilla")  # the micro vanilla ancestry, pre-trained once
 def test_a_snapshot_written_by_another_run_is_refused(in_workspace, capsys):
     from safetensors.torch import load_file
 
     from kind_bench.io import load_metadata, save_tensors
 
-    assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
     cell = micro("method=full_finetune", ancestry=False)
     assert main(["transfer", *cell]) == 0
     snapshot = in_workspace / "artifacts/digits/runs/full_finetune/full_finetune-novel-0/step-000008.safetensors"

@@ -65,19 +65,31 @@ def inception_weights(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
-def test_inception_path_scores_from_local_weights(inception_weights, suffix):
-    path = inception_weights
-    if suffix == ".pth":  # torch-fidelity's own format, read with weights_only=True (no unpickling)
-        path = inception_weights.with_suffix(".pth")
-        torch.save(load_file(str(inception_weights)), path)
-    cfg = EvalConfig(feature_extractor="inception-v3-compat", inception_weights=str(path),
+def test_inception_path_scores_from_local_weights(inception_weights):
+    cfg = EvalConfig(feature_extractor="inception-v3-compat", inception_weights=str(inception_weights),
                      kid_subset_size=5, kid_subsets=2)
     g = torch.Generator().manual_seed(0)
     a, b = torch.rand(8, 3, 8, 8, generator=g) * 2 - 1, torch.rand(8, 3, 8, 8, generator=g) * 2 - 1
     scores = quality_metrics(a, b, cfg, weights=None, device=torch.device("cpu"))
     assert set(scores) == {"fid", "is", "is_gap", "kid", "precision", "recall"}
     assert all(torch.isfinite(torch.tensor(v)) for v in scores.values())
+
+
+class Payload:
+    """A pickled object: what a weights file must never be able to run."""
+
+
+def test_inception_pth_weights_load_as_tensors_only(inception_weights, tmp_path):
+    state = load_file(str(inception_weights))
+    pth = tmp_path / "pt_inception.pth"  # torch-fidelity's own format, read with weights_only=True
+    torch.save(state, pth)
+    model = LocalInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(pth))
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"payload": Payload()}, pickled)
+    with pytest.raises(UserError, match="is not a readable weights file"):
+        LocalInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(pickled))
 
 
 def test_inception_without_local_weights_is_bad_input():

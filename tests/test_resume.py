@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -78,9 +79,9 @@ def test_a_checkpoint_of_another_config_is_not_resumed(in_workspace, capsys):
     assert json.loads((in_workspace / RUN / "train.json").read_text())["status"] == "success"
 
 
+@pytest.mark.usefixtures("with_vanilla")  # the micro vanilla ancestry, pre-trained once
 def test_same_config_and_seed_give_identical_metrics(in_workspace):
     overrides = micro("method=full_finetune", ancestry=False)
-    assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
     results = []
     for _ in range(2):
         shutil.rmtree(in_workspace / "artifacts/digits/runs/full_finetune", ignore_errors=True)  # train anew
@@ -91,9 +92,9 @@ def test_same_config_and_seed_give_identical_metrics(in_workspace):
     assert results[0]["metrics_by_budget"] == results[1]["metrics_by_budget"]
 
 
+@pytest.mark.usefixtures("with_vanilla")  # the micro vanilla ancestry, pre-trained once
 def test_run_does_not_retrain_a_finished_cell_but_reevaluates_it(in_workspace, capsys):
     overrides = micro("method=full_finetune", "quiet=false", ancestry=False)
-    assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
     assert main(["run", *overrides]) == 0
     record = in_workspace / "artifacts/digits/runs/full_finetune/full_finetune-novel-0/train.json"
     trained, first = record.read_text(), result(in_workspace, "full_finetune")["metrics"]

@@ -19,8 +19,8 @@ from kind_bench.cli import main
 from micro import micro
 
 
+@pytest.mark.usefixtures("with_vanilla")  # the micro vanilla ancestry, pre-trained once
 def test_a_hydra_multirun_runs_one_job_per_cell_and_the_leaderboard_collects_them(in_workspace):
-    assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
     sweep = [sys.executable, "-m", "kind_bench.hydra_app", "-m", "hydra/launcher=submitit_local",
              "method=full_finetune,head_only", *micro(ancestry=False)]
     proc = subprocess.run(sweep, cwd=in_workspace, capture_output=True, text=True, timeout=300)
@@ -46,13 +46,13 @@ def _git_identity(monkeypatch) -> None:
         monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@kind-bench.invalid")
 
 
+@pytest.mark.usefixtures("with_vanilla")  # the micro vanilla ancestry, pre-trained once
 def test_the_dvc_experiment_queue_runs_a_two_cell_grid_on_two_workers_and_the_leaderboard_collects_it(
         in_workspace, monkeypatch):
     _git_identity(monkeypatch)
     # DVC's queue workers start `dvc` from PATH
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
-    assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
     # the shape of dvc.yaml's run stage (one per method, the cells from params), on the micro config
     run = [sys.executable, "-m", "kind_bench.cli", "run", "method=${key}", "task=${tasks}", "seed=${seeds}",
            *micro(ancestry=False)]

@@ -9,8 +9,8 @@ it is 1 + N_T (in + out) / (in out)), and their targets:
 3. merged-KIND sampling / dense sampling (one class, classifier-free guidance): target <= 1.02.
 
 Steps use the training optimizer (fused AdamW). The two sides of each ratio alternate within one process,
-and each ratio is the median over 15 rounds, printed with its quartiles, so that drift on a shared
-machine cancels and what is left of it shows. Absolute times are
+and each ratio is the median over rounds (``--rounds``, 15 by default), printed with its quartiles, so
+that drift on a shared machine cancels and what is left of it shows. Absolute times are
 printed too. ``--json PATH`` also writes the table.
 """
 

@@ -1,6 +1,6 @@
 """``python -m kind_bench.readme`` (``make readme``): the README carries the generated tables and findings.
 
-Two kinds of marked region, so that no number in them can drift from the CSVs:
+Three kinds of marked region, so that no number in them can drift from the CSVs:
 
 * ``<!-- findings:<suite>:start -->`` … ``<!-- findings:<suite>:end -->``: the text of
   ``results/leaderboard/<suite>_findings.md``, verbatim;

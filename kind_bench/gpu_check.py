@@ -115,8 +115,15 @@ def _batch(record: dict) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m kind_bench.gpu_check [--smoke] [--out results/gpu]``."""
+    from kind_bench.errors import UserError
+    from kind_bench.perf import pop_option
+
     args = list(argv if argv is not None else sys.argv[1:])
-    out = Path(args[args.index("--out") + 1]) if "--out" in args else Path("results/gpu")
+    try:
+        out = Path(pop_option(args, "--out") or "results/gpu")
+    except UserError as exc:
+        print(f"kind_bench.gpu_check: error: {exc}", file=sys.stderr)
+        return 2
     summary = run(out, smoke="--smoke" in args)
     for cell, numbers in summary["cells"].items():
         print(f"{cell}: {numbers['images_per_s']:.0f} images/s, peak {numbers['peak_memory_mb']:.0f} MiB")

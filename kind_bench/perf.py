@@ -120,8 +120,9 @@ def measure(cfg: Config, repeats: int = 5, rounds: int = 15) -> dict[str, dict[s
     return results
 
 
-def _pop_option(args: list[str], name: str) -> str | None:
-    """Remove ``name VALUE`` from ``args``; the value, or None when absent."""
+def pop_option(args: list[str], name: str) -> str | None:
+    """Remove ``name VALUE`` from ``args``; the value, or None when absent (the modules' own ``--flag VALUE``
+    options; everything else is a config override)."""
     if name not in args:
         return None
     at = args.index(name)
@@ -137,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     them; ``--rounds N`` and ``--repeats N`` change how long each side is timed, 15 and 5 by default)."""
     args = list(argv if argv is not None else sys.argv[1:])
     try:
-        out = _pop_option(args, "--json")
-        rounds, repeats = (_pop_option(args, name) or default for name, default in (("--rounds", "15"),
+        out = pop_option(args, "--json")
+        rounds, repeats = (pop_option(args, name) or default for name, default in (("--rounds", "15"),
                                                                                       ("--repeats", "5")))
         if not (rounds.isdigit() and repeats.isdigit() and int(rounds) >= 1 and int(repeats) >= 1):
             raise UserError(f"--rounds={rounds} and --repeats={repeats} must be whole numbers >= 1")

@@ -27,3 +27,13 @@ def test_the_gpu_check_runs_its_mini_tier_and_the_perf_ratios_at_toy_size(tmp_pa
     with open(out / "leaderboard.csv") as f:
         methods = {row["method"] for row in csv.DictReader(f)}
     assert {"kind", "full_finetune", "lora"} <= methods
+
+
+def test_bad_options_are_one_line_and_exit_2(capsys):
+    from kind_bench.perf import main as perf
+
+    assert gpu_check.main(["--smoke", "--out"]) == 2
+    assert perf(["--rounds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["kind_bench.gpu_check: error: --out needs a value",
+                                "kind_bench.perf: error: --rounds=0 and --repeats=5 must be whole numbers >= 1"]

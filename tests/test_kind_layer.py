@@ -210,3 +210,62 @@ def test_flop_count_includes_the_in_place_tailor_products():
     # activations' gradient, and the two tailor weight gradients
     expected = 2 * rows * (2 * IN * OUT + 3 * TAILORS * (IN + OUT))
     assert count_flops(lambda: layer(x).sum().backward()) == expected
+
+
+def _kind_dit(dtype: torch.dtype = torch.float64) -> nn.Module:
+    from kind_bench.config import compose
+    from kind_bench.methods import Target, make_ancestry
+
+    cfg = compose(["ancestry=kind", "model.hidden_size=32", "model.depth=2"])
+    target = Target(len(cfg.task.target_classes), cfg.model.depth, cfg.model, cfg.data.channels, cfg.data.image_size)
+    torch.manual_seed(0)
+    return make_ancestry(cfg, "kind").build(target).to(dtype)
+
+
+def _learngene_grads(model: nn.Module) -> list[torch.Tensor]:
+    from kind_bench.kind.decompose import kind_layers
+
+    model.zero_grad(set_to_none=True)
+    x, t, y = torch.randn(4, 1, 8, 8, dtype=torch.float64), torch.tensor([1, 5, 9, 20]), torch.tensor([0, 1, 2, 0])
+    out = model(x, t, class_labels=y).sample
+    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+    return [p.grad.clone() for _, layer in kind_layers(model) for p in (layer.U_G, layer.sigma_G, layer.V_G, layer.U_T)]
+
+
+def test_batched_learngene_weights_give_the_per_layer_gradients_and_are_released(monkeypatch):
+    from kind_bench.kind import decompose
+
+    model = _kind_dit()
+    layers = [layer for _, layer in decompose.kind_layers(model)]
+    assert len({tuple(layer.U_G.shape) for layer in layers}) < len(layers)  # same-shape groups to batch
+    batched = _learngene_grads(model)
+    assert all(layer._cache is None for layer in layers)  # no graph kept past the forward that formed it
+    monkeypatch.setattr(decompose, "form_learngene_weights", lambda layers: None)  # each layer forms its own
+    plain = _learngene_grads(model)
+    for a, b in zip(batched, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_a_formed_learngene_weight_is_what_the_layer_uses_until_its_learngenes_change():
+    from kind_bench.kind.decompose import kind_layers
+    from kind_bench.kind.layer import form_learngene_weights
+
+    layers = [layer for _, layer in kind_layers(_kind_dit())]
+    form_learngene_weights(layers)
+    first = layers[0]
+    formed = first.learngene_weight()
+    assert formed.requires_grad and all(layer.learngene_weight() is layer._cache[1] for layer in layers)
+    torch.testing.assert_close(formed, (first.U_G * first.sigma_G) @ first.V_G.T, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        first.sigma_G.mul_(2)  # an optimiser step: the formed weight is stale
+    torch.testing.assert_close(first.learngene_weight(), 2 * formed.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_a_weight_cached_while_frozen_is_not_used_once_the_learngenes_train():
+    _, layer, gate = make_layer()
+    layer.requires_grad_(False)
+    layer.learngene_weight()  # cached without a graph
+    layer.requires_grad_(True)
+    gate.set_labels(torch.tensor([0, 1]))
+    layer(torch.randn(2, 3, IN)).sum().backward()
+    assert layer.U_G.grad is not None and layer.U_G.grad.abs().sum() > 0

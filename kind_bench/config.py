@@ -211,7 +211,7 @@ class RuntimeConfig:
     ``workers``; both are recorded. On CUDA, cells run one at a time in the main process."""
 
     workers: int = 2  # processes for a task x seed sweep
-    threads: int | None = None  # torch threads per process; None = usable cores (// workers for cells)
+    threads: int | None = None  # torch threads per process; None = OMP_NUM_THREADS, else usable cores (// workers)
     tf32: bool = True  # CUDA: TF32 matmuls and convolutions
     compile: bool = False  # torch.compile the model for training
     grad_checkpointing: bool = False  # recompute activations in the backward pass (memory for time)
@@ -512,10 +512,15 @@ def _validate_tuning(tuning: TuningConfig) -> None:
 
 
 def torch_threads(runtime: RuntimeConfig, per_cell: bool) -> int:
-    """Torch threads per process: explicit, else the usable cores, shared among the workers for verbs
-    that run cells (so a cell gets the same thread count whether it runs alone or in a sweep)."""
+    """Torch threads per process: ``runtime.threads``, else ``OMP_NUM_THREADS`` (how a launcher that runs
+    processes side by side, e.g. ``torchrun`` or ``OMP_NUM_THREADS=1 dvc queue start -j 8``, shares the
+    cores), else the usable cores, shared among the workers for verbs that run cells (so a cell gets the
+    same thread count whether it runs alone or in a sweep)."""
     if runtime.threads is not None:
         return runtime.threads
+    from_env = os.environ.get("OMP_NUM_THREADS", "")
+    if from_env.isdigit() and int(from_env) >= 1:
+        return int(from_env)
     return max(1, len(os.sched_getaffinity(0)) // (runtime.workers if per_cell else 1))
 
 

@@ -4,6 +4,7 @@ them and refuses an incomplete grid."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -26,6 +27,10 @@ def test_a_hydra_multirun_runs_one_job_per_cell_and_the_leaderboard_collects_the
     proc = subprocess.run(sweep, cwd=in_workspace, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (in_workspace / "artifacts/hydra/multirun/multirun.yaml").is_file()
+    share = max(1, len(os.sched_getaffinity(0)) // 2)  # two jobs at once: the cores split between them
+    for method in ("full_finetune", "head_only"):
+        record = json.loads((in_workspace / f"results/runs/digits/{method}/{method}-novel-0.json").read_text())
+        assert record["run_info"]["config"]["runtime"]["threads"] == share
     (in_workspace / "params.yaml").write_text("suite: digits\nmethods: {full_finetune: x, head_only: x}\n"
                                               "tasks: novel\nseeds: '0'\n")
     assert main(["leaderboard"]) == 0
@@ -34,6 +39,30 @@ def test_a_hydra_multirun_runs_one_job_per_cell_and_the_leaderboard_collects_the
     (in_workspace / "params.yaml").write_text("suite: digits\nmethods: {full_finetune: x, head_only: x}\n"
                                               "tasks: novel\nseeds: '0,1'\n")
     assert main(["leaderboard"]) == 1  # seed 1 never ran: listed, rows marked incomplete
+
+
+def test_a_local_concurrent_sweep_shares_the_cores_among_its_jobs():
+    from kind_bench.hydra_app import local_thread_share
+
+    sweep = ["-m", "hydra/launcher=submitit_local", "method=kind,lora", "seed=range(0,3)", "task=novel"]
+    assert local_thread_share(sweep, 16) == 2  # 6 jobs at once on 16 cores
+    assert local_thread_share(sweep, 4) == 1  # at least one thread each
+    assert local_thread_share([*sweep, "runtime.threads=4"], 16) is None  # the user's choice stands
+    assert local_thread_share(["-m", "hydra/launcher=submitit_slurm", "method=kind,lora"], 16) is None  # elsewhere
+    assert local_thread_share(["-m", "method=kind,lora"], 16) is None  # Hydra's basic launcher: one at a time
+
+
+def test_threads_come_from_the_config_then_omp_num_threads_then_the_cores(monkeypatch):
+    from kind_bench.config import RuntimeConfig, torch_threads
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert torch_threads(RuntimeConfig(workers=2), per_cell=True) == max(1, cores // 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # a launcher running processes side by side (torchrun, dvc queue)
+    assert torch_threads(RuntimeConfig(workers=2), per_cell=True) == 3
+    assert torch_threads(RuntimeConfig(workers=2, threads=5), per_cell=True) == 5
+    monkeypatch.setenv("OMP_NUM_THREADS", "auto")  # not a count: ignored
+    assert torch_threads(RuntimeConfig(workers=1), per_cell=True) == cores
 
 
 def _git(root, *args: str) -> str:

@@ -87,7 +87,7 @@ def ratio(kind: Callable[[], None], dense: Callable[[], None], repeats: int, rou
         kind_ms.append(times[0])
         dense_ms.append(times[1])
         ratios.append(times[0] / times[1])
-    q1, median, q3 = statistics.quantiles(ratios, n=4)
+    q1, median, q3 = statistics.quantiles(ratios, n=4) if rounds > 1 else ratios * 3  # one round: no spread
     return {"ratio": median, "ratio_q1": q1, "ratio_q3": q3, "floor": floor,
             "kind_ms": statistics.median(kind_ms), "dense_ms": statistics.median(dense_ms)}
 

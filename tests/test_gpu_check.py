@@ -37,3 +37,10 @@ def test_bad_options_are_one_line_and_exit_2(capsys):
     err = capsys.readouterr().err
     assert err.splitlines() == ["kind_bench.gpu_check: error: --out needs a value",
                                 "kind_bench.perf: error: --rounds=0 and --repeats=5 must be whole numbers >= 1"]
+
+
+def test_one_round_gives_a_ratio_with_no_spread():
+    from kind_bench.perf import ratio
+
+    row = ratio(lambda: None, lambda: None, repeats=1, rounds=1)  # quartiles need two rounds
+    assert row["ratio_q1"] == row["ratio"] == row["ratio_q3"] > 0

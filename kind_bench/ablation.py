@@ -19,7 +19,7 @@ import pandas as pd
 from kind_bench.config import Config, check_name
 from kind_bench.errors import UserError
 from kind_bench.io import atomic_path
-from kind_bench.leaderboard import _read_record, _row, aggregate, format_table, load_runs, metric_columns
+from kind_bench.leaderboard import _read_record, _row, aggregate, format_table, load_runs, metric_columns, per_unit
 from kind_bench.leaderboard import primary_metric as ranking_metric
 from kind_bench.metrics import DIRECTION
 from kind_bench.paths import (
@@ -76,11 +76,11 @@ def table(cfg: Config, cells: list[tuple[str, Config]]) -> pd.DataFrame:
     tests = []
     for (variant, task), group in runs[runs.status == "success"].groupby(["variant", "task"]):
         method = group.base_method.iloc[0]
-        default = published[(published.method == method) & (published.task == task)].set_index("seed")[primary]
-        mine = group.set_index("seed")[primary]
-        seeds = sorted(set(mine.index) & set(default.index))
-        if len(seeds) >= 2:
-            tests.append((variant, task, method, paired_test(mine[seeds].tolist(), default[seeds].tolist())))
+        default = published[(published.method == method) & (published.task == task)]
+        pair = pd.concat([group.assign(method="variant"), default.assign(method="default")], ignore_index=True)
+        scores = per_unit(pair, task, ["variant", "default"], primary)
+        if len(scores) == 2 and len(scores["variant"]) >= 2:
+            tests.append((variant, task, method, paired_test(scores["variant"], scores["default"])))
     adjusted = holm([t.p for *_, t in tests]) if tests else []
     lower = DIRECTION[primary] == "lower"
     compare = pd.DataFrame([{"variant": v, "task": t, "default": m, "delta": x.mean_diff, "delta_ci_low": x.ci_low,
@@ -97,10 +97,12 @@ def table(cfg: Config, cells: list[tuple[str, Config]]) -> pd.DataFrame:
 def markdown(frame: pd.DataFrame, suite: str, primary: str) -> str:
     """The ablation table as Markdown: one row per (variant, task)."""
     lines = [f"# Ablations: {suite}", "",
-             f"{primary} on the test images, mean [95% t-interval] over the seeds; Δ = variant − the published "
-             "default of the same method on the same seeds (paired t-test, Holm-corrected over this table). "
-             "`outcome`: better / worse / no difference than the default at p < 0.05.", "",
-             f"| variant | what changes | task | n | {primary} | eval noise sd | Δ [95% CI] | p (Holm) | outcome |",
+             f"{primary} on the test images, mean [95% t-interval] over units (seeds that transfer from one "
+             "pre-trained ancestry are averaged into one unit); Δ = variant − the published default of the same "
+             "method on the same seeds (paired t-test over units, Holm-corrected over this table; the interval is "
+             "not). `outcome`: better / worse / no difference than the default at p < 0.05.", "",
+             f"| variant | what changes | task | units | {primary} | eval noise sd | Δ [95% CI, unadjusted] | "
+             "p (Holm) | outcome |",
              "|:--|:--|:--|--:|:--|--:|:--|--:|:--|"]
     for _, r in frame.iterrows():
         value = f"{r[primary]:.3f} [{r[f'{primary}_ci_low']:.3f}, {r[f'{primary}_ci_high']:.3f}]" \
@@ -108,7 +110,7 @@ def markdown(frame: pd.DataFrame, suite: str, primary: str) -> str:
         delta = "" if pd.isna(r.delta) else f"{r.delta:+.3f} [{r.delta_ci_low:+.3f}, {r.delta_ci_high:+.3f}]"
         p = "" if pd.isna(r.p_holm) else f"{r.p_holm:.3g}"
         noise = "" if pd.isna(r.eval_noise_sd) else f"{r.eval_noise_sd:.3f}"
-        lines.append(f"| {r.variant} | {r.about} | {r.task} | {int(r.n_seeds)} | {value} | {noise} | {delta} | {p} | "
+        lines.append(f"| {r.variant} | {r.about} | {r.task} | {int(r.n_units)} | {value} | {noise} | {delta} | {p} | "
                      f"{'' if pd.isna(r.outcome) else r.outcome} |")
     return "\n".join(lines) + "\n"
 
@@ -123,6 +125,12 @@ def run(cfg: Config, overrides: list[str]) -> str:
     variant_ancestries(cfg).mkdir(parents=True, exist_ok=True)  # a DVC out, even when no variant needs one
     run_all(pretrain.run, missing_ancestries([c for _, c in cells]), per_cell=True)
     statuses = run_all(run_cell, [c for _, c in cells], per_cell=True)
+    write_table(cfg, cells)
+    return "failed" if "failed" in statuses else "success"
+
+
+def write_table(cfg: Config, cells: list[tuple[str, Config]]) -> None:
+    """Write ``results/ablations/<suite>.csv`` and ``.md`` from the cells' records."""
     frame = table(cfg, cells)
     primary = ranking_metric(list(frame.columns))
     base = Path(cfg.paths.results) / "ablations" / cfg.suite.name
@@ -131,4 +139,3 @@ def run(cfg: Config, overrides: list[str]) -> str:
     with atomic_path(base.with_suffix(".md")) as tmp:
         tmp.write_text(markdown(frame, cfg.suite.name, primary))
     print(f"ablate: {base.with_suffix('.csv')} ({len(cells)} cells, {frame.variant.nunique()} variants)")
-    return "failed" if "failed" in statuses else "success"

@@ -1,10 +1,12 @@
 """KIND's claims, decided from the numbers: the findings file the leaderboard stage writes.
 
-Each claim is a set of paired comparisons of KIND against named methods on named tasks (per-seed values
-of the primary metric over the seeds both ran). Within a claim the p-values are Holm-corrected. The
-verdict is **reproduced** when KIND is significantly better in every comparison, **not reproduced** when
-any method is significantly better than KIND, and **inconclusive** otherwise. A verdict that changes
-when any one seed is left out is marked *fragile*. Which methods a claim compares comes from each
+Each claim is a set of paired comparisons of KIND against named methods on named tasks, paired over
+units: the seeds both ran, with the seeds that transfer from one pre-trained ancestry averaged into one
+unit (:func:`kind_bench.leaderboard.seed_units`; 5 seeds on 3 ancestries are 3 units, not 5). The verdict
+is **not reproduced** when any method is significantly better than KIND after Holm's correction within
+the claim, **reproduced** when KIND is significantly better in every comparison, each at α (an
+intersection-union test: no correction), and **inconclusive** otherwise. A verdict that changes when any
+one unit is left out is marked *fragile*. Which methods a claim compares comes from each
 method's declared ``family`` (``peft``, ``learngene``, ``baseline``), so a plugin joins the right claim.
 The README carries this file's text between markers (``tests/test_readme.py`` checks it is current).
 """
@@ -89,17 +91,22 @@ def classification_claims(runs: pd.DataFrame, table: pd.DataFrame) -> list[Claim
             for t in tasks if t in set(runs.task)]
 
 
-def decide(runs: pd.DataFrame, claim: Claim, metric: str, drop_seed: int | None = None
+def decide(runs: pd.DataFrame, claim: Claim, metric: str, drop_seeds: frozenset[int] = frozenset()
            ) -> tuple[str, list[Comparison]]:
-    """The claim's verdict and its Holm-corrected comparisons (optionally without one seed)."""
-    from kind_bench.leaderboard import per_seed
+    """The claim's verdict and its comparisons (optionally without some seeds), paired over units.
+
+    Not reproduced: some rival significantly better than KIND after Holm's correction (a union of tests).
+    Reproduced: KIND significantly better than every rival, each at α (an intersection-union test, whose
+    level is α with no correction). Else inconclusive.
+    """
+    from kind_bench.leaderboard import per_unit
 
     lower = DIRECTION[metric] == "lower"
-    data = runs if drop_seed is None else runs[runs.seed != drop_seed]
+    data = runs[~runs.seed.isin(drop_seeds)]
     raw = []
     for task in claim.tasks:
         for other in claim.others:
-            scores = per_seed(data, task, [KIND, other], metric)
+            scores = per_unit(data, task, [KIND, other], metric)
             if len(scores) == 2 and len(scores[KIND]) >= 2:
                 raw.append((task, other, paired_test(scores[KIND], scores[other])))
     adjusted = holm([t.p for _, _, t in raw]) if raw else []
@@ -107,16 +114,23 @@ def decide(runs: pd.DataFrame, claim: Claim, metric: str, drop_seed: int | None 
                    for (task, other, test), p in zip(raw, adjusted, strict=True)]
     if not comparisons:
         return "inconclusive", comparisons
-    outcomes = {c.outcome for c in comparisons}
-    if "worse" in outcomes:
+    if any(c.outcome == "worse" for c in comparisons):
         return "not reproduced", comparisons
-    return ("reproduced" if outcomes == {"better"} else "inconclusive"), comparisons
+    every_better = all(verdict(c.test, c.test.p, lower) == "better" for c in comparisons)
+    return ("reproduced" if every_better else "inconclusive"), comparisons
 
 
-def fragile(runs: pd.DataFrame, claim: Claim, metric: str, verdict_all: str) -> list[int]:
-    """The seeds whose removal changes the verdict (leave-one-seed-out)."""
-    seeds = sorted(set(runs.seed[runs.method == KIND]))
-    return [s for s in seeds if decide(runs, claim, metric, drop_seed=s)[0] != verdict_all]
+def fragile(runs: pd.DataFrame, claim: Claim, metric: str, verdict_all: str) -> list[str]:
+    """The units whose removal changes the verdict (leave one unit out: an ancestry and all its seeds)."""
+    from kind_bench.leaderboard import seed_units
+
+    mine = runs[runs.method == KIND]
+    units = seed_units(mine, sorted(set(mine.seed)))
+    shaky = []
+    for unit, seeds in units.groupby(units).groups.items():
+        if decide(runs, claim, metric, drop_seeds=frozenset(seeds))[0] != verdict_all:
+            shaky.append(f"{unit} (seed {', '.join(map(str, sorted(seeds)))})")
+    return shaky
 
 
 def _parameters(table: pd.DataFrame, others: tuple[str, ...]) -> str:
@@ -134,16 +148,16 @@ def claim_section(index: int, claim: Claim, runs: pd.DataFrame, table: pd.DataFr
     """One claim: verdict, fragility, its comparisons as a table."""
     result, comparisons = decide(runs, claim, metric)
     shaky = fragile(runs, claim, metric, result)
-    tag = f" (fragile: leaving out seed {', '.join(map(str, shaky))} changes it)" if shaky else ""
+    tag = f" (fragile: leaving out {'; or '.join(shaky)} changes it)" if shaky else ""
     lines = [f"### Claim {index}: \"{claim.title}\": **{result}**{tag}", "", claim.question, ""]
     if not comparisons:
         return [*lines, "No comparison is possible with these runs (a method or task is missing).", ""]
-    lines += [f"| task | KIND vs | n | Δ {metric} (KIND − other) [95% CI] | p (Holm) | outcome |",
-              "|:--|:--|--:|:--|--:|:--|"]
+    lines += [f"| task | KIND vs | units | Δ {metric} (KIND − other) [95% CI, unadjusted] | p | p (Holm) | outcome |",
+              "|:--|:--|--:|:--|--:|--:|:--|"]
     for c in comparisons:
         t = c.test
         lines.append(f"| {c.task} | {c.other} | {t.n} | {t.mean_diff:+.3f} [{t.ci_low:+.3f}, {t.ci_high:+.3f}] | "
-                     f"{c.adjusted_p:.3g} | {c.outcome} |")
+                     f"{t.p:.3g} | {c.adjusted_p:.3g} | {c.outcome} |")
     counts = {o: sum(c.outcome == o for c in comparisons) for o in ("better", "no difference", "worse")}
     lines += ["", f"KIND better in {counts['better']}, no difference in {counts['no difference']}, worse in "
               f"{counts['worse']} of {len(comparisons)} comparisons."]
@@ -160,10 +174,13 @@ def findings_markdown(cfg: Config, runs: pd.DataFrame, table: pd.DataFrame) -> s
     if metric is None:
         return f"## Findings: {cfg.suite.name}\n\nNo run succeeded: no claim can be decided.\n"
     lines = [f"## Findings: {cfg.suite.name} (generated by `kind-bench leaderboard`; do not edit)", "",
-             f"Decided on `{metric}` ({DIRECTION[metric]} is better) of the test images, per seed, over the seeds "
-             f"both methods ran: paired t-test, Holm-corrected within each claim, α = {ALPHA}. Reproduced: KIND "
-             "significantly better in every comparison; not reproduced: some method significantly better than "
-             "KIND; else inconclusive. Fragile: leaving out one seed changes the verdict.", ""]
+             f"Decided on `{metric}` ({DIRECTION[metric]} is better) of the test images with paired t-tests over "
+             f"units, α = {ALPHA}: seeds that transfer from one pre-trained ancestry are one unit (averaged first: "
+             "they share its pre-training), over the seeds both methods ran. Not reproduced: some method "
+             "significantly better than KIND after Holm's correction within the claim; reproduced: KIND "
+             "significantly better in every comparison, each at α (an intersection-union test needs no "
+             "correction); else inconclusive. `outcome` is Holm-corrected; the intervals are not. Fragile: "
+             "leaving out one unit changes the verdict.", ""]
     ok = runs[runs.status == "success"]
     if KIND not in set(ok.method):
         return "\n".join([*lines, "KIND has no successful run here: no claim can be decided.", ""])

@@ -7,13 +7,17 @@ whose primary or any directed metric is missing or not finite counts as ``failed
 Seeds whose configs differ (other than the seed) are never pooled: the call refuses with one line.
 
 One row per (task, method): for every metric the mean, the standard deviation and a 95% interval of the
-mean (Student's t below 10 seeds, BCa from 10 on; ``ci_method`` says which), never the seeds' range; the
-mean ``eval_noise_sd`` (the metric's own sampling noise) beside them. Methods are ranked per task on the
+mean over units (Student's t below 10 units, BCa from 10 on; ``ci_method`` says which), never the seeds'
+range. A unit is the seeds that transfer from one pre-trained ancestry, averaged (5 seeds on 3
+ancestries are 3 units: seeds sharing an ancestry share its pre-training noise); a seed without an
+ancestry is a unit of its own. The mean ``eval_noise_sd`` (the metric's own sampling noise) is beside
+them. Methods are ranked per task on the
 primary metric in its declared direction (:data:`kind_bench.metrics.DIRECTION`). ``avg_rank`` is over the
 tasks every ranked method ran (a task that changes the architecture, like ``small``, is ranked on its own
-and shown apart). A task's best method gets ★ only where a paired t-test over the shared seeds against
+and shown apart). A task's best method gets ★ only where a paired t-test over the shared units against
 the runner-up, Holm-corrected over the tasks, says p < 0.05; ``p_best`` is its probability of rank 1
-under a bootstrap over the shared seeds. The ``real_data`` rows (the noise floor) are shown, never ranked.
+under a bootstrap over the shared units, reported from 10 units on (below, a bootstrap is
+overconfident). The ``real_data`` rows (the noise floor) are shown, never ranked.
 
 The CSV has a fixed column order, a deterministic sort (task, reference row, rank, method) and fixed
 precision, so its diffs stay reviewable. CSV, Markdown, findings, plots and the per-task DVC metrics are
@@ -39,12 +43,12 @@ from kind_bench.errors import UserError
 from kind_bench.metrics import DIRECTION, PRIMARY
 from kind_bench.paths import leaderboard_dir, published_results
 from kind_bench.results import REFERENCE_ROW
-from kind_bench.stats import holm, mean_interval, p_best, paired_test
+from kind_bench.stats import BCA_MIN_N, holm, mean_interval, p_best, paired_test
 
 BUDGET_METRICS = ("fd_digits", "fid", "class_accuracy", "top1")
 COST_COLUMNS = ("trainable_params", "transferred_params", "total_params", "task_bytes", "flops_per_step",
                 "flops_per_sample", "steps", "depth", "train_time_s", "eval_time_s", "peak_memory_mb")
-INTEGER_COLUMNS = ("n_seeds", "rank", "trainable_params", "transferred_params", "total_params", "task_bytes",
+INTEGER_COLUMNS = ("n_seeds", "n_units", "rank", "trainable_params", "transferred_params", "total_params", "task_bytes",
                    "flops_per_step", "flops_per_sample", "steps", "depth")
 DECIMALS = 4
 REQUIRED = {"run_info": ("method", "task", "seed", "status"), "train_info": (), "metrics": ()}
@@ -111,6 +115,7 @@ def _row(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "task": info["task"], "method": info["method"], "seed": info["seed"], "status": info["status"],
         "error": info.get("error") or "", "config_digest": info.get("config_digest", ""), "file": str(path),
+        "ancestry_seed": info.get("ancestry_seed"),
         "lr": (config.get("transfer") or {}).get("lr") if info["method"] != REFERENCE_ROW else None,
         "apart": (config.get("task") or {}).get("depth_ratio", 1.0) < 1,
         "domain": (config.get("task") or {}).get("domain", "identity"),
@@ -197,9 +202,10 @@ def aggregate(runs: pd.DataFrame, missing: list[tuple[str, str, int]] = ()) -> p
         ok = group[group.status == "success"]
         gone = sorted(int(s) for s in group.seed[group.status == "missing"])
         row: dict[str, Any] = {"task": task, "method": method, "status": _status(group, gone), "n_seeds": len(ok),
+                               "n_units": seed_units(ok, ok.seed.unique()).nunique(),
                                "apart": bool(group.apart.fillna(False).any()) if "apart" in group else False}
         for m in metrics:
-            values = ok[m].dropna().to_numpy(dtype=float)
+            values = unit_values(ok, m)
             row[m] = values.mean() if len(values) else np.nan
             row[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else np.nan
             row[f"{m}_ci_low"], row[f"{m}_ci_high"], ci = mean_interval(values)
@@ -214,8 +220,8 @@ def aggregate(runs: pd.DataFrame, missing: list[tuple[str, str, int]] = ()) -> p
         row["note"] = "; ".join(notes)
         rows.append(row)
     table = rank(pd.DataFrame(rows), runs, primary_metric(metrics))
-    columns = ["task", "method", "status", "apart", "n_seeds", "rank", "avg_rank", "p_best", "winner", "p_vs_next",
-               "lr"]
+    columns = ["task", "method", "status", "apart", "n_seeds", "n_units", "rank", "avg_rank", "p_best", "winner",
+               "p_vs_next", "lr"]
     for m in metrics:
         columns += [m, f"{m}_std", f"{m}_ci_low", f"{m}_ci_high"]
     columns += ["ci_method", "eval_noise_sd", *budgets, *COST_COLUMNS, "note"]
@@ -229,11 +235,37 @@ def primary_metric(metrics: list[str]) -> str | None:
     return next((m for m in PRIMARY.values() if m in metrics), None)
 
 
-def per_seed(runs: pd.DataFrame, task: str, methods: list[str], metric: str) -> dict[str, list[float]]:
-    """``{method: [value per shared seed]}`` on one task, over the seeds every listed method succeeded on."""
+def seed_units(rows: pd.DataFrame, seeds: pd.Index | list[int]) -> pd.Series:
+    """The unit of each seed, indexed by seed: seeds that transfer from one pre-trained ancestry are one unit
+    (``ancestry <a>``: they share its pre-training noise, so they are not independent); a seed whose rows have no
+    ancestry (scratch) is a unit of its own. Rows that disagree on a seed's ancestry are refused."""
+    units = {}
+    for seed in seeds:
+        ancestries = set(rows.ancestry_seed[(rows.seed == seed) & rows.ancestry_seed.notna()]) \
+            if "ancestry_seed" in rows else set()
+        if len(ancestries) > 1:
+            raise UserError(f"seed {seed} transfers from ancestry seeds {sorted(ancestries)} in different records: "
+                            "rerun them with one suite.ancestry_seeds")
+        units[seed] = f"ancestry {int(ancestries.pop())}" if ancestries else f"seed {int(seed)}"
+    return pd.Series(units, dtype=object)
+
+
+def unit_values(rows: pd.DataFrame, metric: str) -> np.ndarray:
+    """One method's ``metric`` per unit (the mean of the unit's seeds), in unit order."""
+    present = rows[rows[metric].notna()]
+    if present.empty:
+        return np.array([], dtype=float)
+    values = present.set_index("seed")[metric].astype(float)
+    return values.groupby(seed_units(present, values.index)).mean().to_numpy()
+
+
+def per_unit(runs: pd.DataFrame, task: str, methods: list[str], metric: str) -> dict[str, list[float]]:
+    """``{method: [value per shared unit]}`` on one task: over the seeds every listed method succeeded on, each
+    unit's seeds averaged (see :func:`seed_units`); the lists are paired by unit."""
     ok = runs[(runs.task == task) & (runs.status == "success") & runs.method.isin(methods)]
     pivot = ok.pivot_table(index="seed", columns="method", values=metric, aggfunc="first").dropna()
-    return {m: pivot[m].tolist() for m in methods if m in pivot}
+    means = pivot.groupby(seed_units(ok, pivot.index)).mean()
+    return {m: means[m].tolist() for m in methods if m in means}
 
 
 def common_tasks(table: pd.DataFrame) -> list[str]:
@@ -258,9 +290,10 @@ def rank(table: pd.DataFrame, runs: pd.DataFrame, primary: str | None) -> pd.Dat
         mask = rankable & (table.task == task)
         table.loc[mask, "rank"] = ((1 if lower else -1) * table.loc[mask, primary]).rank(method="min")
         ordered = table[mask].sort_values("rank")
-        scores = per_seed(runs, task, list(ordered.method), primary)
-        for method, share in p_best(scores, lower).items():
-            table.loc[mask & (table.method == method), "p_best"] = share
+        scores = per_unit(runs, task, list(ordered.method), primary)
+        if scores and len(next(iter(scores.values()))) >= BCA_MIN_N:  # a bootstrap over fewer units: overconfident
+            for method, share in p_best(scores, lower).items():
+                table.loc[mask & (table.method == method), "p_best"] = share
         if len(ordered) >= 2 and {ordered.method.iloc[0], ordered.method.iloc[1]} <= set(scores):
             test = paired_test(scores[ordered.method.iloc[0]], scores[ordered.method.iloc[1]])
             if math.isfinite(test.p):
@@ -336,9 +369,10 @@ NOISE = {"top1": "the binomial standard error of top-1 on the test images",
 def task_table(rows: pd.DataFrame, primary: str) -> list[str]:
     """One task's rows with every directed metric, the sampling noise, p_best and costs."""
     shown = [m for m in DIRECTION if m in rows.columns and m != primary]
-    lines = [f"| rank | method | {primary}{ARROWS[DIRECTION[primary]]} mean ± std [95% CI] | eval noise sd | p_best | "
-             + " | ".join(f"{m}{ARROWS[DIRECTION[m]]}" for m in shown) + " | trainable | lr | train s | note |",
-             "|--:|:--|:--|--:|--:|" + "--:|" * len(shown) + "--:|--:|--:|:--|"]
+    lines = [f"| rank | method | {primary}{ARROWS[DIRECTION[primary]]} mean ± sd [95% CI] | units | eval noise sd | "
+             "p_best | " + " | ".join(f"{m}{ARROWS[DIRECTION[m]]}" for m in shown)
+             + " | trainable | lr | train s | note |",
+             "|--:|:--|:--|--:|--:|--:|" + "--:|" * len(shown) + "--:|--:|--:|:--|"]
     for _, r in rows.iterrows():
         std = "" if pd.isna(r[f"{primary}_std"]) else f" ± {_num(r[f'{primary}_std'])}"
         low, high = r[f"{primary}_ci_low"], r[f"{primary}_ci_high"]
@@ -347,7 +381,8 @@ def task_table(rows: pd.DataFrame, primary: str) -> list[str]:
         count = "" if pd.isna(r.trainable_params) else f"{int(r.trainable_params):,}"
         lr = "" if pd.isna(r.lr) else f"{r.lr:.3g}"
         star = " ★" if r.winner == "yes" else ""
-        lines.append(f"| {'' if pd.isna(r['rank']) else int(r['rank'])} | {r.method}{star} | {head} | "
+        units = "" if pd.isna(r.n_units) else int(r.n_units)
+        lines.append(f"| {'' if pd.isna(r['rank']) else int(r['rank'])} | {r.method}{star} | {head} | {units} | "
                      f"{_num(r.eval_noise_sd)} | {_num(r.p_best, 2)} | " + " | ".join(_num(r[m]) for m in shown)
                      + f" | {count} | {lr} | {_num(r.train_time_s, 1)} | {r.note} |")
     return lines
@@ -363,10 +398,12 @@ def markdown(table: pd.DataFrame, suite: str) -> str:
     common = common_tasks(table)
     apart = sorted(set(table.task) - set(common))
     lines = [f"# Leaderboard: {suite}", "",
-             f"Mean over seeds; {primary} as mean [95% CI of the mean] (`ci_method`: t below 10 seeds, BCa "
-             "from 10). ★: best on the task, with a paired t-test over the shared seeds against the runner-up "
-             "at Holm-corrected p < 0.05 (`p_vs_next`). `p_best`: probability of rank 1 under a bootstrap over "
-             f"the seeds. `eval noise sd`: the metric's own noise ({NOISE.get(primary, NOISE[None])}). "
+             "Seeds that transfer from one pre-trained ancestry are one unit (averaged first: they share its "
+             f"pre-training); {primary} as mean ± sd [95% CI of the mean] over units (`ci_method`: t below 10 "
+             "units, BCa from 10). ★: best on the task, with a paired t-test over the shared units against the "
+             "runner-up at Holm-corrected p < 0.05 (`p_vs_next`). `p_best` (probability of rank 1 under a "
+             "bootstrap over the units) is left blank below 10 units. "
+             f"`eval noise sd`: the metric's own noise ({NOISE.get(primary, NOISE[None])}). "
              + ("`real_data`: held-out real images (the noise floor), not ranked. "
                 if REFERENCE_ROW in set(table.method) else "")
              + f"Average rank over the tasks every ranked method ran ({', '.join(common) or 'none'}).", "",

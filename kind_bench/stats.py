@@ -1,11 +1,14 @@
 """The statistics of a verdict: intervals of a mean, paired tests, Holm's correction, P(best).
 
-Methods share seeds (the same ancestry seed, few-shot subset and sampling noise), so every comparison is
-paired over seeds. With few seeds a percentile bootstrap of the mean cannot leave the seeds' range (with
-3 seeds its "95%" interval is the range, about 75% coverage), so the interval of a mean is Student's t
-below :data:`BCA_MIN_N` seeds and BCa (``scipy.stats.bootstrap``) from there on. ``p_best`` follows rliable
-(Agarwal et al., NeurIPS 2021): the share of bootstrap resamples of the seeds in which a method has the
-best mean, with the seeds resampled jointly for every method because they are shared.
+The values given here are independent units: the leaderboard averages the seeds that share a pre-trained
+ancestry into one unit first (:func:`kind_bench.leaderboard.seed_units`). Methods share units (the same
+ancestry seed, few-shot subset and sampling noise), so every comparison is paired over units. With few
+units a percentile bootstrap of the mean cannot leave their range (with 3 its "95%" interval is the
+range, about 75% coverage), so the interval of a mean is Student's t below :data:`BCA_MIN_N` units and
+BCa (``scipy.stats.bootstrap``) from there on. ``p_best`` follows rliable (Agarwal et al., NeurIPS
+2021): the share of bootstrap resamples of the units in which a method has the best mean, with the units
+resampled jointly for every method because they are shared; the leaderboard reports it from
+:data:`BCA_MIN_N` units on.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def mean_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float,
 
 @dataclass(frozen=True)
 class Paired:
-    """A paired comparison of a against b over shared seeds (difference = a - b)."""
+    """A paired comparison of a against b over shared units (difference = a - b)."""
 
     n: int
     mean_diff: float
@@ -81,14 +84,14 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 def p_best(scores: dict[str, Sequence[float]], lower_is_better: bool, resamples: int = RESAMPLES,
            seed: int = 0) -> dict[str, float]:
-    """P(rank 1) per method under a bootstrap over the shared seeds (ties share the win).
+    """P(rank 1) per method under a bootstrap over the shared units (ties share the win).
 
-    ``scores[m][i]`` is method m's score on the i-th shared seed; every list has the same length.
+    ``scores[m][i]`` is method m's score on the i-th shared unit; every list has the same length.
     """
     names = list(scores)
     if not names or not len(scores[names[0]]):
         return {m: float("nan") for m in names}
-    table = np.asarray([scores[m] for m in names], dtype=float)  # (methods, seeds)
+    table = np.asarray([scores[m] for m in names], dtype=float)  # (methods, units)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, table.shape[1], size=(resamples, table.shape[1]))
     means = table[:, picks].mean(axis=2)  # (methods, resamples)

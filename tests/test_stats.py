@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kind_bench.leaderboard import aggregate
+from kind_bench.errors import UserError
+from kind_bench.findings import Claim, decide, fragile
+from kind_bench.leaderboard import aggregate, per_unit
 from kind_bench.stats import holm, mean_interval, p_best, paired_test, verdict
 
 T_975 = {2: 4.302652729911275, 3: 3.182446305284263}  # Student's t quantiles (tables)
@@ -73,10 +75,13 @@ def test_p_best_by_hand():
     assert shares["a"] == pytest.approx(0.25, abs=0.03) and shares["b"] == pytest.approx(0.75, abs=0.03)
 
 
-def runs(rows: list[tuple[str, str, int, str, float]], apart: tuple[str, ...] = ()) -> pd.DataFrame:
+def runs(rows: list[tuple[str, str, int, str, float]], apart: tuple[str, ...] = (),
+         ancestries: int | None = None) -> pd.DataFrame:
+    """Result rows; with ``ancestries``, seed s transfers from ancestry s % ancestries (else none: scratch)."""
     return pd.DataFrame([
         {"task": t, "method": m, "seed": s, "status": st, "error": "" if st == "success" else "boom",
-         "fd_digits": fd, "trainable_params": 10, "steps": 100, "apart": t in apart, "lr": 0.01, "config_digest": "x"}
+         "fd_digits": fd, "trainable_params": 10, "steps": 100, "apart": t in apart, "lr": 0.01, "config_digest": "x",
+         "ancestry_seed": None if ancestries is None else s % ancestries}
         for t, m, s, st, fd in rows
     ])
 
@@ -97,5 +102,73 @@ def test_a_winner_needs_a_paired_test_not_separate_intervals():
     table = aggregate(runs([("t", "a", s, "success", 10 + x) for s, x in enumerate(shared)]
                            + [("t", "b", s, "success", 10.5 + x + 0.01 * s) for s, x in enumerate(shared)]))
     row = table.set_index("method").loc["a"]
-    assert row.winner == "yes" and row.p_vs_next < 0.05 and row.p_best > 0.9
+    assert row.winner == "yes" and row.p_vs_next < 0.05
     assert row.fd_digits_ci_high > table.set_index("method").loc["b"].fd_digits_ci_low  # intervals overlap
+    assert math.isnan(row.p_best)  # a bootstrap over 5 units is overconfident: not reported
+
+
+def test_p_best_is_reported_from_ten_units():
+    shared = np.linspace(-3, 3, 12)
+    table = aggregate(runs([("t", "a", s, "success", 10 + x) for s, x in enumerate(shared)]
+                           + [("t", "b", s, "success", 10.5 + x + 0.01 * s) for s, x in enumerate(shared)]))
+    by = table.set_index("method")
+    assert by.loc["a", "p_best"] == 1.0 and by.loc["b", "p_best"] == 0.0
+
+
+def test_seeds_that_share_an_ancestry_are_one_unit():
+    # seeds 0..4 on ancestries 0, 1, 2, 0, 1: three units, each the mean of its seeds
+    a = [1.0, 4.0, 2.0, 3.0, 6.0]
+    b = [0.0, 1.0, 1.5, 0.5, 1.0]
+    table = aggregate(runs([("t", "a", s, "success", v) for s, v in enumerate(a)]
+                           + [("t", "b", s, "success", v) for s, v in enumerate(b)], ancestries=3))
+    row = table.set_index("method").loc["a"]
+    units = [(1 + 3) / 2, (4 + 6) / 2, 2.0]
+    mean, sd = np.mean(units), np.std(units, ddof=1)
+    assert row.n_seeds == 5 and row.n_units == 3
+    assert row.fd_digits == pytest.approx(mean) and row.fd_digits_std == pytest.approx(sd)
+    assert row.fd_digits_ci_high == pytest.approx(mean + T_975[2] * sd / math.sqrt(3))
+    scores = per_unit(runs([("t", "a", s, "success", v) for s, v in enumerate(a)]
+                           + [("t", "b", s, "success", v) for s, v in enumerate(b)], ancestries=3), "t", ["a", "b"],
+                      "fd_digits")
+    assert scores["a"] == pytest.approx(units) and scores["b"] == pytest.approx([0.25, 1.0, 1.5])
+    assert paired_test(scores["a"], scores["b"]).n == 3
+
+
+def test_a_seed_with_two_ancestries_is_refused():
+    rows = runs([("t", "a", 0, "success", 1.0), ("t", "b", 0, "success", 2.0),
+                 ("t", "a", 1, "success", 1.0), ("t", "b", 1, "success", 2.5)], ancestries=3)
+    rows.loc[(rows.method == "b") & (rows.seed == 1), "ancestry_seed"] = 0
+    with pytest.raises(UserError, match="seed 1 transfers from ancestry seeds"):
+        per_unit(rows, "t", ["a", "b"], "fd_digits")
+
+
+CLAIM = Claim("KIND beats x and y", "?", ("x", "y"), ("t",))
+
+
+def claim_runs(kind: list[float], x: list[float], y: list[float], ancestries: int) -> pd.DataFrame:
+    return runs([("t", m, s, "success", v) for m, values in (("kind", kind), ("x", x), ("y", y))
+                 for s, v in enumerate(values)], ancestries=ancestries)
+
+
+def test_reproduced_is_an_intersection_union_test_without_holm():
+    # each comparison alone is significant (raw p 0.038 and 0.032); Holm over the two would not be
+    kind = [1.0, 2.0, 3.0, 4.0]
+    data = claim_runs(kind, [v + d for v, d in zip(kind, (0.5, 1.0, 0.7, 0.2), strict=True)],
+                      [v + d for v, d in zip(kind, (0.6, 1.0, 0.8, 0.2), strict=True)], ancestries=4)
+    result, comparisons = decide(data, CLAIM, "fd_digits")
+    assert all(c.test.p < 0.05 for c in comparisons) and max(c.adjusted_p for c in comparisons) > 0.05
+    assert result == "reproduced"
+
+
+def test_the_verdict_is_over_ancestries_and_fragile_names_the_unit():
+    # five seeds on three ancestries: per seed KIND is clearly worse than x, per unit (3) it is not
+    kind = [1.0, 1.0, 1.0, 1.0, 1.0]
+    x = [0.0, 0.5, 0.96, 0.02, 0.45]
+    assert paired_test(kind, x).p < 0.05  # what a per-seed test would conclude
+    data = claim_runs(kind, x, [2.0] * 5, ancestries=3)
+    assert decide(data, CLAIM, "fd_digits")[0] == "inconclusive"
+    assert decide(claim_runs(kind, x, [2.0] * 5, ancestries=5), CLAIM, "fd_digits")[0] == "not reproduced"
+    six = claim_runs([1.0] * 6, [0.0, -0.1, 0.1, 0.0, -0.1, 0.1], [2.0] * 6, ancestries=3)  # 3 units of 2 seeds
+    assert decide(six, CLAIM, "fd_digits")[0] == "not reproduced"
+    # without ancestry 0 the differences are 1.1 and 0.9 (p 0.063 on 2 units); without 1 or 2 still p < 0.05
+    assert fragile(six, CLAIM, "fd_digits", "not reproduced") == ["ancestry 0 (seed 0, 3)"]

@@ -164,6 +164,29 @@ def test_a_streamed_imagefolder_trains_a_latent_model_from_a_cache_encoded_once(
         _ = train.images
 
 
+def test_streamed_files_are_identified_by_their_pixels_not_only_their_names(tmp_path, image_folder, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from kind_bench.config import compose
+    from kind_bench.data import load_prepared
+
+    monkeypatch.chdir(tmp_path)
+    overrides = ["data=imagefolder", f"data.root={image_folder}", "data.image_size=8", "data.channels=1",
+                 "data.storage=files", "suite.ancestry_classes=[0,1,2]", "task.target_classes=[3,4,5]"]
+    cfg = compose(overrides)
+    assert main(["data", *overrides]) == 0
+    before = load_prepared(cfg)
+    rng = np.random.default_rng(1)  # the same names and labels, other pixels
+    for path in sorted(image_folder.rglob("*.png")):
+        Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(path)
+    assert main(["data", *overrides]) == 0
+    after = load_prepared(cfg)
+    assert after.train.paths == before.train.paths
+    assert after.record["data_sha256"] != before.record["data_sha256"]  # ancestries and fingerprints notice
+    assert after.train.identity() != before.train.identity()  # and so do the latent caches
+
+
 def test_the_paper_suite_composes_from_local_paths_and_a_class_split_file(tmp_path, image_folder, tiny_vae):
     import json
 

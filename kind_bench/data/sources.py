@@ -77,9 +77,10 @@ class FileSet:
     moved into a domain) one at a time by :meth:`dataset`, through a DataLoader's workers. Large
     datasets use it (``data.storage=files``): nothing holds the whole dataset as one tensor."""
 
-    def __init__(self, cfg: DataConfig, paths: list[str], labels: torch.Tensor,
+    def __init__(self, cfg: DataConfig, paths: list[str], labels: torch.Tensor, source_sha256: str,
                  domains: tuple[tuple[str, Callable], ...] = ()) -> None:
         self.cfg, self.paths, self.labels, self.domains = cfg, paths, labels, domains
+        self.source_sha256 = source_sha256  # of every file's name and bytes, taken by the data stage
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -87,23 +88,24 @@ class FileSet:
     def subset(self, index: torch.Tensor) -> FileSet:
         """The files selected by a boolean mask or an index tensor."""
         index = torch.nonzero(index).flatten() if index.dtype == torch.bool else index
-        return FileSet(self.cfg, [self.paths[i] for i in index.tolist()], self.labels[index], self.domains)
+        return FileSet(self.cfg, [self.paths[i] for i in index.tolist()], self.labels[index], self.source_sha256,
+                       self.domains)
 
     def relabel(self, labels: torch.Tensor) -> FileSet:
         """The same files with new labels."""
-        return FileSet(self.cfg, self.paths, labels, self.domains)
+        return FileSet(self.cfg, self.paths, labels, self.source_sha256, self.domains)
 
     def map(self, transform: Callable[[torch.Tensor], torch.Tensor], name: str) -> FileSet:
         """The files, moved into a domain as they are read."""
-        return FileSet(self.cfg, self.paths, self.labels, (*self.domains, (name, transform)))
+        return FileSet(self.cfg, self.paths, self.labels, self.source_sha256, (*self.domains, (name, transform)))
 
     def classes(self) -> list[int]:
         """The distinct labels, sorted."""
         return sorted(int(c) for c in torch.unique(self.labels))
 
     def identity(self) -> str:
-        """What the images are, for caches: the source's hash, these files and the domains."""
-        text = json.dumps([self.cfg.root, self.cfg.image_size, self.cfg.channels, self.paths,
+        """What the images are, for caches: the source's hash (names and bytes), these files and the domains."""
+        text = json.dumps([self.source_sha256, self.cfg.root, self.cfg.image_size, self.cfg.channels, self.paths,
                            [name for name, _ in self.domains]])
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -257,6 +259,10 @@ def prepared_path(cfg: Config, task: bool = False) -> Path:
     return Path(cfg.paths.artifacts) / "data" / f"{name}.safetensors"
 
 
+def _digest_tensor(hexdigest: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray.fromhex(hexdigest), dtype=torch.uint8)
+
+
 def _index_sha1(part: torch.Tensor, value: int) -> str:
     return hashlib.sha1(torch.nonzero(part == value).flatten().numpy().astype(np.int64).tobytes()).hexdigest()
 
@@ -267,7 +273,9 @@ def prepare(cfg: Config, task: bool = False) -> dict[str, object]:
     data = source_config(cfg, task)
     if data.storage == "files":
         paths, labels, source_sha256 = _folder_index(data)
-        tensors: dict[str, torch.Tensor] = {"labels": labels}
+        # the files' hash as a tensor, so that the prepared file's checksum (data_sha256: what ancestries,
+        # fingerprints and latent caches are keyed by) changes with the pixels, not only with the names
+        tensors: dict[str, torch.Tensor] = {"labels": labels, "source_sha256": _digest_tensor(source_sha256)}
     else:
         source, source_sha256 = _load(data)
         labels, paths = source.labels, None
@@ -306,7 +314,11 @@ def load_prepared(cfg: Config, task: bool = False) -> Prepared:
             raise UserError(f"prepared data {path} was made with data.{key}={record.get(key)!r}, not "
                             f"{getattr(data, key)!r}: rerun `kind-bench data` with this config (dvc repro data)")
     if "paths" in meta:
-        full: ImageSet | FileSet = FileSet(data, json.loads(meta["paths"]), tensors["labels"].long())
+        if "source_sha256" not in tensors or _digest_tensor(record["source_sha256"]).ne(tensors["source_sha256"]).any():
+            raise UserError(f"prepared data {path} does not carry its files' hash: rerun `kind-bench data` "
+                            "(dvc repro data)")
+        full: ImageSet | FileSet = FileSet(data, json.loads(meta["paths"]), tensors["labels"].long(),
+                                           record["source_sha256"])
     else:
         full = ImageSet(tensors["images"], tensors["labels"].long())
     parts = [full.subset(tensors["part"] == i) for i in range(len(PARTS))]

@@ -71,7 +71,7 @@ def table(cfg: Config, cells: list[tuple[str, Config]]) -> pd.DataFrame:
     stats = aggregate(runs).drop(columns=["rank", "avg_rank", "p_best", "winner", "p_vs_next"])
     stats = stats.rename(columns={"method": "variant"})
     primary = ranking_metric(metric_columns(runs))
-    published = load_runs(published_results(cfg))
+    published = load_runs(published_results(cfg), cfg.suite.name)
     published = published[published.status == "success"]
     tests = []
     for (variant, task), group in runs[runs.status == "success"].groupby(["variant", "task"]):

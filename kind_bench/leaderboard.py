@@ -30,6 +30,7 @@ import json
 import math
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ import pandas as pd
 
 from kind_bench.config import Config
 from kind_bench.errors import UserError
+from kind_bench.identity import PUBLISHED, seedless_digest
 from kind_bench.metrics import DIRECTION, PRIMARY
 from kind_bench.paths import leaderboard_dir, published_results
 from kind_bench.results import REFERENCE_ROW
@@ -135,11 +137,38 @@ def _row(path: Path, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def load_runs(results_dir: Path) -> pd.DataFrame:
-    """One row per well-named result record: identity, status, config digest, metrics and cost."""
+def _check_provenance(path: Path, info: dict[str, Any], suite: str | None) -> None:
+    """Refuse a record whose config does not say it is this cell of this suite, published, as written.
+
+    The config digest is recomputed from the recorded config (an edited config no longer matches it), and
+    the config's own task, seed and suite must be the cell's; a record of an ad-hoc namespace copied into
+    the published folder is refused too. The ``real_data`` floor rows trained nothing and have no namespace.
+    """
+    config = info.get("config")
+    if not isinstance(config, dict) or not config:
+        raise UserError(f"result {path} records no config: rerun its cell")
+    floor = info["method"] == REFERENCE_ROW  # scored real images: nothing trained, no namespace
+    if (not floor or "config_digest" in info) and info.get("config_digest") != seedless_digest(config):
+        raise UserError(f"result {path}: its config does not match its config_digest (edited after it was "
+                        "written?): rerun its cell")
+    said = {"task": (config.get("task") or {}).get("name"), "seed": config.get("seed"),
+            "suite": (config.get("suite") or {}).get("name")}
+    expected = {"task": info["task"], "seed": info["seed"], "suite": suite if suite is not None else said["suite"]}
+    for key, value in said.items():
+        if value != expected[key]:
+            raise UserError(f"result {path} was run with {key}={value!r}, not the {expected[key]!r} of the cell "
+                            "and leaderboard it is filed under: rerun its cell")
+    if not floor and info.get("namespace") != PUBLISHED:
+        raise UserError(f"result {path} belongs to namespace {info['namespace']!r}, not the published "
+                        f"{PUBLISHED!r}: it was copied in; rerun its cell (dvc repro)")
+
+
+def load_runs(results_dir: Path, suite: str | None = None) -> pd.DataFrame:
+    """One row per well-named result record: identity, status, config digest, metrics and cost (every
+    record's provenance checked, see :func:`_check_provenance`; ``suite``: the leaderboard's)."""
     rows = []
     for path in sorted(results_dir.glob("*/*.json")):
         cell = _cell_of_file(path)
@@ -150,6 +179,7 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
         if (info["method"], info["task"], info["seed"]) != cell:
             raise UserError(f"result {path} records cell {info['method']}-{info['task']}-{info['seed']}, "
                             "not the one its name says: rerun its cell")
+        _check_provenance(path, info, suite)
         rows.append(_row(path, data))
     if not rows:
         raise UserError(f"no result records in {results_dir}: run the pipeline first (dvc repro)")
@@ -165,6 +195,19 @@ def check_pooling(runs: pd.DataFrame) -> None:
             listing = "; ".join(f"seeds {s} with config {d or '(unrecorded)'}" for d, s in seeds.items())
             raise UserError(f"{method} on {task}: seeds were run with different configs ({listing}); "
                             "rerun them with one config (dvc repro) before building the leaderboard")
+
+
+def check_in_grid(runs: pd.DataFrame, grid: Grid | None) -> None:
+    """Refuse records of cells the grid does not have (another seed, a method it does not list)."""
+    if grid is None:
+        return
+    cells = set(zip(runs.method, runs.task, runs.seed, strict=True))
+    extra = sorted((m, t, s) for m, t, s in cells if m != REFERENCE_ROW and not (
+        m in grid.methods and t in grid.tasks and s in grid.seeds))
+    if extra:
+        shown = ", ".join(f"{m}-{t}-{s}" for m, t, s in extra[:5])
+        raise UserError(f"{len(extra)} result records are outside the grid of params.yaml ({shown}"
+                        f"{', ...' if len(extra) > 5 else ''}): remove them or add them to the grid")
 
 
 def missing_cells(runs: pd.DataFrame, grid: Grid | None) -> list[tuple[str, str, int]]:
@@ -480,9 +523,14 @@ def run(cfg: Config) -> str:
     from kind_bench.findings import findings_markdown
     from kind_bench.plots import convergence_plot, pareto_plot, size_plot
 
-    runs = load_runs(published_results(cfg))
+    runs = load_runs(published_results(cfg), cfg.suite.name)
     check_pooling(runs)
-    missing = missing_cells(runs, expected_grid(cfg))
+    grid = expected_grid(cfg)
+    if grid is None:
+        print(f"leaderboard: no grid for suite {cfg.suite.name} in ./params.yaml: whether every cell is there "
+              "is not checked (run from the project root)", file=sys.stderr)
+    check_in_grid(runs, grid)
+    missing = missing_cells(runs, grid)
     table = aggregate(runs, missing)
     primary = primary_metric(metric_columns(runs))
     out = leaderboard_dir(cfg)

@@ -11,17 +11,20 @@ import pytest
 
 from kind_bench.cli import main
 from kind_bench.config import compose
+from kind_bench.identity import seedless_digest
 from kind_bench.leaderboard import aggregate, format_table, load_runs, markdown, run
 
 METRICS = {"fd_digits": 1.0, "kid_digits": 0.1, "is_digits": 5.0, "is_gap_digits": 0.1, "precision_digits": 0.5,
            "recall_digits": 0.5, "class_accuracy": 0.9}
 
 
-def write(root: Path, method: str, task: str, seed: int, fd: float, status: str = "success", digest: str = "same",
-          name: str | None = None, drop: str | None = None) -> Path:
+def write(root: Path, method: str, task: str, seed: int, fd: float, status: str = "success", lr: float = 0.01,
+          name: str | None = None, drop: str | None = None, **info: object) -> Path:
+    config = {"task": {"name": task, "depth_ratio": 1.0, "domain": "identity"}, "suite": {"name": "digits"},
+              "seed": seed, "transfer": {"lr": lr}}
     record = {"run_info": {"method": method, "task": task, "seed": seed, "status": status, "error": None,
-                           "config_digest": digest, "config": {"task": {"depth_ratio": 1.0, "domain": "identity"},
-                                                              "transfer": {"lr": 0.01}}},
+                           "config_digest": seedless_digest(config), "config": config, "namespace": "runs",
+                           **info},
               "train_info": {"trainable_params": 10, "steps": 100},
               "metrics": {**METRICS, "fd_digits": fd} if status == "success" else {}, "metrics_by_budget": {}}
     if drop:
@@ -83,10 +86,46 @@ def test_a_record_missing_its_blocks_is_one_line(board, capsys):
 
 
 def test_seeds_with_different_configs_are_never_pooled(board, capsys):
-    write(board, "a", "novel", 2, 0.5, digest="other")
+    write(board, "a", "novel", 2, 0.5, lr=0.02)
     assert main(["leaderboard"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "a on novel: seeds were run with different configs" in err
+
+
+def edit(path: Path, change) -> None:
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize(("change", "redigest", "message"), [
+    (lambda r: r["run_info"]["config"]["transfer"].update(lr=0.5), False, "does not match its config_digest"),
+    (lambda r: r["run_info"].pop("config_digest"), False, "does not match its config_digest"),
+    (lambda r: r["run_info"]["config"]["task"].update(name="shift"), True, "was run with task='shift'"),
+    (lambda r: r["run_info"]["config"]["suite"].update(name="digits_cls"), True, "was run with suite='digits_cls'"),
+    (lambda r: r["run_info"].update(namespace="adhoc/0123"), False, "belongs to namespace 'adhoc/0123'"),
+])
+def test_a_record_whose_provenance_does_not_hold_is_refused(board, capsys, change, redigest, message):
+    path = board / "results/runs/digits/a/a-novel-1.json"
+    edit(path, change)
+    if redigest:  # a consistent record of another cell or suite: only its content gives it away
+        edit(path, lambda r: r["run_info"].update(config_digest=seedless_digest(r["run_info"]["config"])))
+    assert main(["leaderboard"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_records_outside_the_grid_are_refused(board, capsys):
+    write(board, "a", "novel", 7, 0.5)
+    write(board, "bogus", "novel", 0, 0.1)
+    assert main(["leaderboard"]) == 2
+    assert "2 result records are outside the grid of params.yaml (a-novel-7, bogus-novel-0)" in capsys.readouterr().err
+
+
+def test_a_boolean_metric_is_not_a_number(board):
+    edit(board / "results/runs/digits/b/b-novel-0.json", lambda r: r["metrics"].update(fd_digits=True))
+    assert main(["leaderboard"]) == 0
+    assert table(board).loc["b", "status"] == "failed"
 
 
 def test_missing_cells_are_listed_and_their_rows_marked_incomplete(board, capsys):

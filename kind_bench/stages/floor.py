@@ -14,6 +14,7 @@ import torch
 
 from kind_bench.config import Config, as_dict
 from kind_bench.data import load_prepared, target_set
+from kind_bench.identity import seedless_digest
 from kind_bench.io import write_json
 from kind_bench.metrics.fidelity import Scorer
 from kind_bench.paths import Cell, evaluator_weights, published_result
@@ -32,7 +33,8 @@ def run(cfg: Config) -> str:
     scorer = Scorer(reference_of(reference), cfg.eval, evaluator_weights(cfg), device)
     metrics = scorer(reference_of(real), torch.tensor(cfg.task.target_classes)[real.labels])
     run_info = {"run_id": cell.id, "method": REFERENCE_ROW, "task": cfg.task.name, "seed": cfg.seed,
-                "suite": cfg.suite.name, "config": as_dict(cfg), "status": "success", "error": None,
+                "suite": cfg.suite.name, "config": as_dict(cfg), "config_digest": seedless_digest(as_dict(cfg)),
+                "status": "success", "error": None,
                 "split": prepared.record, "eval_split": "test"}
     train_info = {"n_reference": len(reference), "n_generated": len(real)}
     path = published_result(cfg, cell)

@@ -30,6 +30,14 @@ class LoraOptions:
     dropout: float = 0.0
     targets: list[str] = field(default_factory=lambda: ["q", "k", "v", "out", "fc1", "fc2"])
 
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"rank={self.rank} must be >= 1")
+        if not (self.alpha > 0 and 0 <= self.dropout < 1):
+            raise ValueError(f"alpha={self.alpha} must be > 0 and dropout={self.dropout} in [0, 1)")
+        if not self.targets:
+            raise ValueError("targets=[] adapts nothing: list one or more of q, k, v, out, fc1, fc2")
+
 
 class Lora(PeftMethod):
     """The vanilla ancestry with peft LoRA adapters; adapters and class embeddings train."""

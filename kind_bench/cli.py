@@ -57,7 +57,9 @@ def expand_sweeps(overrides: list[str]) -> list[list[str]]:
             axes.append([f"{key}={value}" for value in item.sweep_string_iterator()])
         else:
             axes.append([text])
-    return [list(cell) for cell in itertools.product(*axes)]
+    cells = [list(cell) for cell in itertools.product(*axes)]
+    unique = [cell for i, cell in enumerate(cells) if cell not in cells[:i]]  # seed=0,0 would race with itself
+    return unique
 
 
 @dataclass(frozen=True)

@@ -334,8 +334,12 @@ def apply_class_split(cfg: Config) -> None:
         split = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"suite.class_split={path} is not JSON ({exc.msg})") from None
-    _require(isinstance(split, dict) and {"pretrain", "novel"} <= set(split),
-             f"suite.class_split={path} must hold the lists 'pretrain' and 'novel'")
+    _require(isinstance(split, dict) and {"pretrain", "novel"} <= set(split)
+             and all(isinstance(split[k], list) and all(isinstance(c, str) for c in split[k])
+                     for k in ("pretrain", "novel")),
+             f"suite.class_split={path} must hold the lists of class names 'pretrain' and 'novel'")
+    shared = sorted(set(split["pretrain"]) & set(split["novel"]))
+    _require(not shared, f"suite.class_split={path} lists {shared[:5]} as both pretrain and novel classes")
     _require(cfg.data.root is not None and Path(cfg.data.root).is_dir(),
              f"suite.class_split needs data.root (an ImageFolder), not {cfg.data.root}")
     folders = sorted(p.name for p in Path(cfg.data.root).iterdir() if p.is_dir())
@@ -343,6 +347,8 @@ def apply_class_split(cfg: Config) -> None:
     _require(not unknown, f"suite.class_split={path} names classes data.root does not have: {unknown[:5]}")
     cfg.suite.ancestry_classes = [folders.index(name) for name in split["pretrain"]]
     if cfg.task.split_classes is not None:
+        _require(cfg.task.root is None, f"task.split_classes={cfg.task.split_classes} names classes of data.root, "
+                 f"not of task.root={cfg.task.root}: give that task its task.target_classes")
         if cfg.task.split_classes not in ("novel", "pretrain"):
             raise choices_error("task.split_classes", cfg.task.split_classes, ("novel", "pretrain"))
         cfg.task.target_classes = [folders.index(name) for name in split[cfg.task.split_classes]]
@@ -410,8 +416,9 @@ def validate(cfg: Config) -> None:
         _validate_train(phase, getattr(cfg, phase))
     _distinct("task.target_classes", cfg.task.target_classes)
     _distinct("suite.ancestry_classes", cfg.suite.ancestry_classes)
-    _require(
-        not set(cfg.task.target_classes) & set(cfg.suite.ancestry_classes) or cfg.task.domain != "identity",
+    _require(  # a task root of its own (a domain-shift ImageFolder) numbers its classes independently
+        not set(cfg.task.target_classes) & set(cfg.suite.ancestry_classes) or cfg.task.domain != "identity"
+        or cfg.task.root is not None,
         "task.target_classes overlaps suite.ancestry_classes in the same domain: that is not a transfer",
     )
     _require(cfg.suite.ancestry_seeds >= 1, f"suite.ancestry_seeds={cfg.suite.ancestry_seeds} must be >= 1")
@@ -426,6 +433,8 @@ def validate(cfg: Config) -> None:
         raise choices_error("diffusion.beta_schedule", cfg.diffusion.beta_schedule, BETA_SCHEDULES)
     _validate_sampling(cfg)
     _validate_tuning(cfg.tuning)
+    _validate_evaluator(cfg.evaluator)
+    _require(cfg.eval.grid_seed >= 0, f"eval.grid_seed={cfg.eval.grid_seed} must be >= 0")
     _require(cfg.runtime.workers >= 1, f"runtime.workers={cfg.runtime.workers} must be >= 1")
     _require(cfg.runtime.threads is None or cfg.runtime.threads >= 1, "runtime.threads must be >= 1 (or null)")
 
@@ -509,6 +518,21 @@ def _validate_tuning(tuning: TuningConfig) -> None:
                  f"tuning.grids.{name}={grid} must be >= 2 increasing positive learning rates")
     _require(tuning.extend >= 0 and tuning.samples_per_class > 0, "tuning.extend >= 0, samples_per_class > 0")
     _require(0 < tuning.budget_tolerance < 1, f"tuning.budget_tolerance={tuning.budget_tolerance} must be in (0, 1)")
+    _require(len(tuning.tasks) > 0, "tuning.tasks=[] needs at least one task to tune on")
+    _require(len(tuning.seeds) > 0 and all(seed >= 0 for seed in tuning.seeds),
+             f"tuning.seeds={tuning.seeds} must be one or more seeds >= 0")
+    if tuning.metric is not None:
+        from kind_bench.metrics import DIRECTION
+
+        directed = sorted(m for m, direction in DIRECTION.items() if direction)
+        if tuning.metric not in directed:
+            raise choices_error("tuning.metric", tuning.metric, directed)
+
+
+def _validate_evaluator(evaluator: EvaluatorConfig) -> None:
+    for key in ("feature_dim", "epochs", "batch_size"):
+        _require(getattr(evaluator, key) >= 1, f"evaluator.{key}={getattr(evaluator, key)} must be >= 1")
+    _require(math.isfinite(evaluator.lr) and evaluator.lr > 0, f"evaluator.lr={evaluator.lr} must be positive")
 
 
 def torch_threads(runtime: RuntimeConfig, per_cell: bool) -> int:

@@ -2,7 +2,8 @@
 
 A snapshot holds the parameters that train and the buffers (the frozen rest is rebuilt from the ancestry
 and the seed, :func:`kind_bench.io.save_module`), so a cell's disk is ``snapshots x`` that, plus a resume
-checkpoint of the same parameters with AdamW's two moments while it trains. This builds each method's
+checkpoint of the same parameters with AdamW's two moments (and their moving average, with
+``transfer.ema``) while it trains. This builds each method's
 descendant at the configured model (default ``model=dit_b2``, 461 target classes as in the paper's novel
 split, 32x32x4 latents of 256x256 images) on the CPU, without training, and counts; it writes
 ``results/disk/<model>.json``.
@@ -37,7 +38,8 @@ def cell_bytes(overrides: list[str], classes: int = 461) -> dict[str, dict[str, 
         stored, _ = split_state(model, params)
         snapshot = sum(t.numel() * t.element_size() for t in stored.values())
         trained = sum(p.numel() * p.element_size() for p in params)
-        out[name] = {"snapshot_bytes": snapshot, "resume_bytes": snapshot + 2 * trained,
+        copies = 2 + (cfg.transfer.ema > 0)  # AdamW's two moments, and the moving average when it is on
+        out[name] = {"snapshot_bytes": snapshot, "resume_bytes": snapshot + copies * trained,
                      "cell_bytes": len(cfg.transfer.snapshots) * snapshot,
                      "dense_model_bytes": sum(p.numel() * p.element_size() for p in model.parameters())}
         print(f"{name:14s} snapshot {snapshot / 2**20:9.1f} MiB  cell {out[name]['cell_bytes'] / 2**20:9.1f} MiB  "

@@ -151,6 +151,16 @@ CASES: list[tuple[str, list[str], str, Setup | None]] = [
     ("unknown sampler", ["evaluate", "sample.scheduler=euler"],
      "sample.scheduler='euler' is not one of: ddim, ddpm, dpm", None),
     ("unknown verb", ["frobnicate"], "verb 'frobnicate' is not one of", None),
+    ("a LoRA rank of zero", ["run", *micro("method=lora", ancestry=False), "method.rank=0"],
+     "method.lora: rank=0 must be >= 1", None),
+    ("LoRA on no layer", ["run", *micro("method=lora", ancestry=False), "method.targets=[]"],
+     "method.lora: targets=[] adapts nothing", None),
+    ("an untrained evaluator", ["evaluator", "evaluator.epochs=-1"], "evaluator.epochs=-1 must be >= 1", None),
+    ("a negative evaluator rate", ["evaluator", "evaluator.lr=-5"], "evaluator.lr=-5.0 must be positive", None),
+    ("an unknown tuning metric", ["tune", *FULL, "tuning.metric=nope"],
+     "tuning.metric='nope' is not one of: class_accuracy, ece, fd_digits", None),
+    ("no tuning task", ["tune", *FULL, "tuning.tasks=[]"], "tuning.tasks=[] needs at least one task", None),
+    ("a negative tuning seed", ["tune", *FULL, "tuning.seeds=[-3]"], "tuning.seeds=[-3] must be one or more", None),
 ]
 
 

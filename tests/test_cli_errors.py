@@ -43,3 +43,9 @@ def test_an_interrupt_says_how_to_resume_in_one_line(in_workspace, sig, code):
         f"kind-bench: interrupted ({sig.name}): rerun the same command to resume (finished cells are kept; an "
         "unfinished one resumes from its last checkpoint)"]
     assert checkpoint.exists()
+
+
+def test_a_repeated_sweep_value_is_one_cell():
+    from kind_bench.cli import expand_sweeps
+
+    assert expand_sweeps(["seed=0,0,1", "task=novel"]) == [["seed=0", "task=novel"], ["seed=1", "task=novel"]]

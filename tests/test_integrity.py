@@ -69,6 +69,17 @@ def test_a_snapshot_written_by_another_run_is_refused(in_workspace, capsys):
     assert "was written by another run" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("with_vanilla")  # the micro vanilla ancestry, pre-trained once
+def test_weights_trained_with_another_config_are_not_evaluated_under_this_one(in_workspace, capsys):
+    cell = micro("method=full_finetune", ancestry=False)
+    assert main(["transfer", *cell, "transfer.lr=0.05"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", *cell]) == 2  # the record would say lr 0.006 for weights trained at 0.05
+    assert "were trained with another transfer section than this call's" in capsys.readouterr().err
+    assert not (in_workspace / PUBLISHED).exists()
+    assert main(["evaluate", *cell, "transfer.lr=0.05", "sample.steps=3"]) == 0  # evaluation settings may differ
+
+
 def test_written_files_follow_the_umask(tmp_path):
     path = tmp_path / "record.json"
     write_json(path, {"a": 1})

@@ -112,6 +112,10 @@ def test_fd_on_dinov2_features_from_local_weights(tmp_path):
     g = torch.Generator().manual_seed(0)
     a, b = torch.rand(6, 3, 16, 16, generator=g) * 2 - 1, torch.rand(6, 3, 16, 16, generator=g) * 2 - 1
     assert math.isfinite(fd_dinov2(a, b, cfg, torch.device("cpu"))) and fd_dinov2(a, a, cfg, torch.device("cpu")) < 1e-3
+    native = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0)  # timm's 518 px layout
+    assert native.pos_embed.shape[1] == 1370
+    save_file({k: v.contiguous() for k, v in native.state_dict().items()}, str(path))
+    assert math.isfinite(fd_dinov2(a, b, cfg, torch.device("cpu")))
     with pytest.raises(UserError, match="eval.dinov2_weights=/no/such: no such file"):
         fd_dinov2(a, b, EvalConfig(dinov2_weights="/no/such"), torch.device("cpu"))
 
@@ -202,10 +206,22 @@ def test_the_paper_suite_composes_from_local_paths_and_a_class_split_file(tmp_pa
     assert (cfg.pretrain.ema, cfg.pretrain.lr, cfg.pretrain.batch_size, cfg.diffusion.beta_schedule) == (
         0.9999, 1e-4, 256, "linear")
     assert cfg.data.storage == "files" and cfg.data.flip and cfg.data.latents == "sample"
-    split.write_text(json.dumps({"pretrain": ["a", "zebra"], "novel": ["b"]}))
-    with pytest.raises(UserError, match="names classes data.root does not have: \\['zebra'\\]"):
-        compose(["suite=paper", f"data.root={image_folder}", f"model.vae_path={tiny_vae}",
-                 f"suite.class_split={split}", f"eval.inception_weights={weights}"])
+    common = ["suite=paper", f"data.root={image_folder}", f"model.vae_path={tiny_vae}", f"suite.class_split={split}",
+              f"eval.inception_weights={weights}"]
+    for contents, message in (({"pretrain": ["a", "zebra"], "novel": ["b"]}, "names classes data.root does not "
+                                                                              "have: \\['zebra'\\]"),
+                              ({"pretrain": ["a", "b"], "novel": ["b", "c"]}, "lists \\['b'\\] as both"),
+                              ({"pretrain": "abc", "novel": ["d"]}, "must hold the lists of class names")):
+        split.write_text(json.dumps(contents))
+        with pytest.raises(UserError, match=message):
+            compose(common)
+    split.write_text(json.dumps({"pretrain": ["a", "c", "e"], "novel": ["b", "d", "f"]}))
+    shift = image_folder.parent / "shift"  # a domain-shift ImageFolder of its own: one class, numbered 0
+    (shift / "only").mkdir(parents=True)
+    assert compose([*common, f"task.root={shift}", "task.split_classes=null", "task.target_classes=[0]"]
+                   ).task.target_classes == [0]
+    with pytest.raises(UserError, match="names classes of data.root, not of task.root"):
+        compose([*common, f"task.root={shift}"])  # paper_novel's split_classes=novel would index data.root
 
 
 def test_a_task_with_a_root_of_its_own_trains_on_that_root(tmp_path, image_folder, monkeypatch):

@@ -132,8 +132,10 @@ class LocalInceptionV3(FeatureExtractorInceptionV3):
 
 
 class LocalDinoV2(_LocalExtractor):
-    """DINOv2 features from local weights (timm's layout; torch-fidelity's own DINOv2 extractor only
-    downloads through torch.hub): images resized bicubically to 224, ImageNet-normalised, CLS token."""
+    """DINOv2 features from local weights (timm's layout, at any input size: the position embedding is
+    resampled to 224 px as timm does; torch-fidelity's own DINOv2 extractor only downloads through
+    torch.hub): images resized bicubically to 224, ImageNet-normalised, CLS token. Its resizing differs
+    from torch-fidelity's, so values are comparable with each other, not with torch-fidelity's FD_DINOv2."""
 
     ARCH = "vit_small_patch14_dinov2"
     INPUT_SIZE = 224
@@ -145,8 +147,14 @@ class LocalDinoV2(_LocalExtractor):
         if not feature_extractor_weights_path or not Path(feature_extractor_weights_path).is_file():
             raise UserError(f"eval.dinov2_weights={feature_extractor_weights_path}: no such file (fd_dinov2 needs "
                             "local weights; nothing is downloaded)")
-        self.model = timm.create_model(self.ARCH, pretrained=False, num_classes=0, img_size=224)
+        from timm.layers import resample_abs_pos_embed
+
+        self.model = timm.create_model(self.ARCH, pretrained=False, num_classes=0, img_size=self.INPUT_SIZE)
         state = load_tensors(feature_extractor_weights_path, "DINOv2 weights", foreign=True)
+        pos = state.get("pos_embed")
+        if pos is not None and pos.shape != self.model.pos_embed.shape:  # timm's own layout is at 518 px
+            state["pos_embed"] = resample_abs_pos_embed(pos, new_size=list(self.model.patch_embed.grid_size),
+                                                        num_prefix_tokens=1)
         try:
             self.model.load_state_dict(state)
         except RuntimeError as exc:

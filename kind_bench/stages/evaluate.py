@@ -16,6 +16,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ from kind_bench.data import FileSet, ImageSet, load_prepared, target_set
 from kind_bench.diffusion import noise_scheduler, sample
 from kind_bench.distributed import gather_rows, is_main, world
 from kind_bench.errors import UserError
-from kind_bench.identity import PUBLISHED, namespace, seedless_digest
+from kind_bench.identity import EVALUATION_ONLY, PUBLISHED, identifying, namespace, seedless_digest
 from kind_bench.io import atomic_path, load_module, read_json, write_json
 from kind_bench.kind.decompose import deploy
 from kind_bench.lock import exclusive
@@ -149,11 +150,25 @@ def measurer(cfg: Config, part: ImageSet | FileSet, source_ids: list[int], codec
     return measure
 
 
+def check_trained_with(cfg: Config, trained: dict[str, Any], folder: Path) -> None:
+    """Refuse to evaluate weights that were trained with another config than this call's (evaluation
+    settings aside): the result would carry this call's config, not the one that trained them."""
+    recorded = trained.get("config")
+    if not isinstance(recorded, dict):
+        raise UserError(f"training record {folder / 'train.json'} has no config: rerun the cell (kind-bench run)")
+    mine, theirs = identifying(as_dict(cfg), drop=EVALUATION_ONLY), identifying(recorded, drop=EVALUATION_ONLY)
+    if mine != theirs:
+        key = next(k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k))
+        raise UserError(f"the weights in {folder} were trained with another {key} section than this call's: "
+                        "rerun the cell with this config (kind-bench run), or evaluate with the training's")
+
+
 def evaluate_cell(cfg: Config) -> str:
     """Evaluate one (method, task, seed) cell from its run folder; returns its status."""
     method = make_method(cfg)
     cell = cell_of(cfg)
     trained = read_json(run_dir(cfg, cell) / "train.json", "training record")
+    check_trained_with(cfg, trained, run_dir(cfg, cell))
     device, codec = setup(cfg)
     require_evaluator(cfg)
     run_info: dict[str, Any] = {

@@ -130,6 +130,7 @@ class Ema:
 def enable_grad_checkpointing(model: nn.Module) -> None:
     """Recompute block activations in the backward pass (diffusers' and timm's own switches)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.recomputes_blocks = True  # what a forward leaves for the backward must outlive it (KIND's W_G)
     if hasattr(base, "enable_gradient_checkpointing"):
         base.enable_gradient_checkpointing()
     else:

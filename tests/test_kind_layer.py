@@ -269,3 +269,15 @@ def test_a_weight_cached_while_frozen_is_not_used_once_the_learngenes_train():
     gate.set_labels(torch.tensor([0, 1]))
     layer(torch.randn(2, 3, IN)).sum().backward()
     assert layer.U_G.grad is not None and layer.U_G.grad.abs().sum() > 0
+
+
+def test_gradient_checkpointing_recomputes_blocks_with_the_formed_learngene_weights():
+    from kind_bench.train import enable_grad_checkpointing
+
+    model = _kind_dit()
+    plain = _learngene_grads(model)
+    model.train()
+    enable_grad_checkpointing(model)  # blocks rerun in the backward pass: they must see the W_G the forward used
+    checkpointed = _learngene_grads(model)
+    for a, b in zip(checkpointed, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

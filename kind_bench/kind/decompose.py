@@ -37,7 +37,11 @@ def _form_learngene_weights(model: nn.Module, args: tuple) -> None:
 
 
 def _release_learngene_weights(model: nn.Module, args: tuple, output: object) -> None:
-    """Forward hook, also on an exception: each layer drops the W_G the pre-hook formed."""
+    """Forward hook, also on an exception: each layer drops the W_G the pre-hook formed (unless blocks are
+    recomputed in the backward pass, gradient checkpointing: they must see the same W_G then; the next
+    forward replaces it, and a learngene update makes it stale)."""
+    if getattr(model, "recomputes_blocks", False):
+        return
     for _, layer in kind_layers(model):
         layer.release_learngene_weight()
 

@@ -90,7 +90,9 @@ def run(out: Path, smoke: bool = False) -> dict:
                 cells[path.stem] = {"images_per_s": info["steps"] * _batch(record) / info["train_time_s"],
                                     "peak_memory_mb": info["peak_memory_mb"], **record["metrics"]}
         model = "dit_micro" if smoke else "dit_s2"
-        perf_args = [f"model={model}", "--json", str(out / "perf.json")]
+        shape = [o for o in base if o.startswith(("data=", "data.root=", "data.image_size=", "data.channels=",
+                                                  "pretrain.precision=", "transfer.precision="))]
+        perf_args = [f"model={model}", *shape, "--json", str(out / "perf.json")]  # the tier's images, precision
         if smoke:  # a few short rounds: the toy size checks that the ratios are produced, not their values
             perf_args += ["--rounds", "3", "--repeats", "1", "transfer.batch_size=8", "sample.samples_per_class=4",
                           "ancestry.n_tailors=4", "ancestry.tailors_per_class=2"]

@@ -8,7 +8,9 @@ it is 1 + N_T (in + out) / (in out)), and their targets:
 2. KIND transfer step / full fine-tune step (each with its own trainable set): target <= 1.0;
 3. merged-KIND sampling / dense sampling (one class, classifier-free guidance): target <= 1.02.
 
-Steps use the training optimizer (fused AdamW). The two sides of each ratio alternate within one process,
+Steps use the training optimizer (fused AdamW) and precision (``transfer.precision``: bf16 autocast), on
+CUDA when a GPU is visible (timed after ``torch.cuda.synchronize``). The two sides of each ratio alternate
+within one process,
 and each ratio is the median over rounds (``--rounds``, 15 by default), printed with its quartiles, so
 that drift on a shared machine cancels and what is left of it shows. Absolute times are
 printed too. ``--json PATH`` also writes the table.
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 from kind_bench.config import Config, compose, torch_threads
+from kind_bench.device import device_name, pick_device
 from kind_bench.diffusion import diffusion_loss, noise_scheduler, sample
 from kind_bench.errors import UserError
 from kind_bench.io import write_json
@@ -36,19 +39,23 @@ from kind_bench.train import set_trainable
 
 
 def train_step(model: nn.Module, params: list[nn.Parameter], cfg: Config) -> Callable[[], None]:
-    """One optimiser step of the shared diffusion loss on a fixed random batch."""
+    """One optimiser step of the shared diffusion loss on a fixed random batch, on the model's device, in
+    the training precision."""
     set_trainable(model, params)
     model.train()
+    device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)
     scheduler = noise_scheduler(cfg.diffusion)
-    generator = torch.Generator().manual_seed(0)
-    n = cfg.transfer.batch_size
-    x = torch.randn(n, 1, cfg.data.image_size, cfg.data.image_size, generator=generator)
-    y = torch.randint(0, len(cfg.task.target_classes), (n,), generator=generator)
+    generator = torch.Generator(device=device).manual_seed(0)
+    n, size = cfg.transfer.batch_size, cfg.data.image_size
+    x = torch.randn(n, cfg.data.channels, size, size, generator=generator, device=device)
+    y = torch.randint(0, len(cfg.task.target_classes), (n,), generator=generator, device=device)
     null = null_label(model)
+    bf16 = cfg.transfer.precision == "bf16"
 
     def step() -> None:
-        loss = diffusion_loss(model, x, y, scheduler, null, cfg.diffusion.label_dropout, generator)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = diffusion_loss(model, x, y, scheduler, null, cfg.diffusion.label_dropout, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -59,15 +66,21 @@ def train_step(model: nn.Module, params: list[nn.Parameter], cfg: Config) -> Cal
 def sampling(model: nn.Module, cfg: Config) -> Callable[[], None]:
     """Sample ``samples_per_class`` images of class 0 with the configured sampler."""
     scheduler = noise_scheduler(cfg.diffusion)
-    labels = torch.zeros(cfg.sample.samples_per_class, dtype=torch.long)
+    device = next(model.parameters()).device
+    labels = torch.zeros(cfg.sample.samples_per_class, dtype=torch.long, device=device)
     shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
 
     def run() -> None:
         null = len(cfg.task.target_classes)
-        sample(model, labels, torch.zeros(len(labels), *shape), scheduler, cfg.sample, null,
-               torch.Generator().manual_seed(0))
+        sample(model, labels, torch.zeros(len(labels), *shape, device=device), scheduler, cfg.sample, null,
+               torch.Generator(device=device).manual_seed(0))
 
     return run
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def ratio(kind: Callable[[], None], dense: Callable[[], None], repeats: int, rounds: int) -> dict[str, float]:
@@ -80,9 +93,11 @@ def ratio(kind: Callable[[], None], dense: Callable[[], None], repeats: int, rou
     for _ in range(rounds):
         times = []
         for fn in (kind, dense):
+            _synchronize()
             start = time.perf_counter()
             for _ in range(repeats):
                 fn()
+            _synchronize()
             times.append((time.perf_counter() - start) / repeats * 1000)
         kind_ms.append(times[0])
         dense_ms.append(times[1])
@@ -99,16 +114,18 @@ TARGETS = {"pretrain step (KIND / vanilla)": "<= 1.1 x floor", "transfer step (K
 def measure(cfg: Config, repeats: int = 5, rounds: int = 15) -> dict[str, dict[str, float]]:
     """The three ratios of the module docstring."""
     torch.manual_seed(0)
+    device = pick_device()
     target = Target(len(cfg.task.target_classes), cfg.model.depth, cfg.model, cfg.data.channels, cfg.data.image_size)
-    kind_model, dense_model = make_ancestry(cfg, "kind").build(target), Vanilla(NoOptions()).build(target)
+    kind_model = make_ancestry(cfg, "kind").build(target).to(device)
+    dense_model = Vanilla(NoOptions()).build(target).to(device)
     results = {"pretrain step (KIND / vanilla)": ratio(
         train_step(kind_model, list(kind_model.parameters()), cfg),
         train_step(dense_model, list(dense_model.parameters()), cfg), repeats, rounds)}
 
     kind_method = method_class("kind")(method_class("kind").Options())
     full = method_class("full_finetune")(method_class("full_finetune").Options())
-    kind_child = kind_method.build(kind_model, target).model
-    dense_child = full.build(dense_model, target).model
+    kind_child = kind_method.build(kind_model, target).model.to(device)
+    dense_child = full.build(dense_model, target).model.to(device)
     results["transfer step (KIND / full fine-tune)"] = ratio(
         train_step(kind_child, kind_method.trainable_parameters(kind_child), cfg),
         train_step(dense_child, full.trainable_parameters(dense_child), cfg), repeats, rounds)
@@ -149,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(torch_threads(cfg.runtime, per_cell=False))
     print(f"model={cfg.model.name} (hidden {cfg.model.hidden_size}, depth {cfg.model.depth}), "
-          f"batch {cfg.transfer.batch_size}, {torch.get_num_threads()} threads, "
+          f"batch {cfg.transfer.batch_size}, {device_name(pick_device())}, {cfg.transfer.precision}, "
+          f"{torch.get_num_threads()} threads, "
           f"sampler {cfg.sample.scheduler} x{cfg.sample.steps}, guidance {cfg.sample.guidance_scale}")
     rows = {}
     for name, row in measure(cfg, repeats=int(repeats), rounds=int(rounds)).items():
@@ -158,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
               f"floor {row['floor']:5.3f}  target {TARGETS[name]:16s} "
               f"({row['kind_ms']:8.2f} ms vs {row['dense_ms']:8.2f} ms)")
     if out:
-        write_json(out, {"model": cfg.model.name, "threads": torch.get_num_threads(), "ratios": rows})
+        write_json(out, {"model": cfg.model.name, "device": device_name(pick_device()),
+                         "precision": cfg.transfer.precision, "threads": torch.get_num_threads(),
+                         "input": [cfg.data.channels, cfg.data.image_size, cfg.data.image_size], "ratios": rows})
     return 0
 
 

@@ -17,6 +17,7 @@ def test_the_gpu_check_runs_its_mini_tier_and_the_perf_ratios_at_toy_size(tmp_pa
     assert set(summary["cells"]) == {"kind-novel-0", "full_finetune-novel-0", "lora-novel-0"}
     for numbers in summary["cells"].values():
         assert numbers["images_per_s"] > 0 and numbers["peak_memory_mb"] > 0 and math.isfinite(numbers["fd_digits"])
+    assert summary["perf"]["input"] == [3, 8, 8]  # perf timed the tier's own images, not the digits default
     ratios = summary["perf"]["ratios"]
     assert set(ratios) == set(TARGETS)
     for row in ratios.values():
@@ -44,3 +45,18 @@ def test_one_round_gives_a_ratio_with_no_spread():
 
     row = ratio(lambda: None, lambda: None, repeats=1, rounds=1)  # quartiles need two rounds
     assert row["ratio_q1"] == row["ratio"] == row["ratio_q3"] > 0
+
+
+def test_perf_steps_run_in_the_training_precision(tmp_path, monkeypatch):
+    import torch
+
+    from kind_bench import perf
+
+    seen: list[bool] = []
+    real = perf.diffusion_loss
+    monkeypatch.setattr(perf, "diffusion_loss",
+                        lambda *a, **k: seen.append(torch.is_autocast_enabled("cpu")) or real(*a, **k))
+    out = tmp_path / "perf.json"
+    assert perf.main(["transfer.precision=bf16", "sample.samples_per_class=2", "--rounds", "1", "--repeats", "1",
+                      "--json", str(out)]) == 0
+    assert seen and all(seen) and json.loads(out.read_text())["precision"] == "bf16"

@@ -21,26 +21,65 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import math
 import statistics
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from kind_bench.config import Config, TaskConfig, as_dict, compose, config_dir
 from kind_bench.errors import UserError
+from kind_bench.identity import identifying
 from kind_bench.io import atomic_path, read_json, write_json
 from kind_bench.metrics import DIRECTION, primary_metric
 from kind_bench.paths import Cell, result_path, tuning_path
 
 
+def tuning_identity(config: dict[str, Any]) -> str:
+    """What decides a tuning record: the config without the cell (task, seed) and the rate it chooses, plus
+    the tuning settings (grids, tasks, seeds, metric) that :data:`~kind_bench.identity.UNIDENTIFYING` leaves
+    out of a run's identity."""
+    kept = identifying(config, drop=("task", "seed"))
+    kept["transfer"] = {k: v for k, v in kept["transfer"].items() if k != "lr"}
+    kept["tuning"] = {k: v for k, v in config["tuning"].items() if k != "lr_source"}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@functools.cache
+def _published_identity(suite: str, method: str) -> str:
+    from kind_bench.methods import compose_cell
+
+    return tuning_identity(as_dict(compose_cell([f"suite={suite}", f"method={method}"], resolve_lr=False)))
+
+
+def is_published(cfg: Config) -> bool:
+    """Whether ``cfg`` tunes its method as the published grid does (else its records go to ``adhoc/``)."""
+    return tuning_identity(as_dict(cfg)) == _published_identity(cfg.suite.name, str(cfg.method["name"]))
+
+
+def record_path(cfg: Config) -> Path:
+    """The tuning record of ``cfg``'s method and config: the published one, or ``adhoc/<identity>/``."""
+    path = tuning_path(cfg, str(cfg.method["name"]))
+    return path if is_published(cfg) else path.parent / "adhoc" / tuning_identity(as_dict(cfg)) / path.name
+
+
 def chosen_lr(cfg: Config, method: str) -> float:
-    """The learning rate the ``tune`` stage chose for ``method`` (a one-line error if it has not run)."""
-    path = tuning_path(cfg, method)
+    """The learning rate the ``tune`` stage chose for ``method`` with this config (a one-line error if that
+    tuning has not run, or its record was tuned with another config)."""
+    path = record_path(cfg)  # cfg is a cell of ``method``
     if not path.is_file():
-        raise UserError(f"no tuned learning rate for method={method} ({path} not found): run `dvc repro "
-                        f"tune@{method}` (or `kind-bench tune method={method}`), or pass transfer.lr=...")
-    return float(read_json(path, "tuning record")["chosen_lr"])
+        raise UserError(f"no tuned learning rate for method={method} with this config ({path} not found): run "
+                        f"`dvc repro tune@{method}` (or `kind-bench tune method={method}` with the same "
+                        "overrides), or pass transfer.lr=...")
+    record = read_json(path, "tuning record")
+    if not isinstance(record.get("config"), dict) or tuning_identity(record["config"]) != tuning_identity(
+            as_dict(cfg)):
+        raise UserError(f"tuning record {path} was tuned with another config: rerun `kind-bench tune "
+                        f"method={method}` (dvc repro tune@{method})")
+    return float(record["chosen_lr"])
 
 
 def grid_of(cfg: Config, method: str) -> list[float]:
@@ -63,8 +102,9 @@ def trial(cfg: Config, lr: float, task: str, seed: int, factor: float = 1.0) -> 
     ``transfer.steps`` steps, trained as the published cells are, scored on validation data."""
     steps = round(factor * cfg.transfer.steps)
     tag = lr_tag(lr) if factor == 1 else f"{lr_tag(lr)}-steps-{steps}"
+    space = "tuning" if is_published(cfg) else f"tuning-adhoc/{tuning_identity(as_dict(cfg))}"
     return dataclasses.replace(
-        cfg, task=_task(task, str(config_dir())), seed=seed, namespace=f"tuning/{tag}",
+        cfg, task=_task(task, str(config_dir())), seed=seed, namespace=f"{space}/{tag}",
         transfer=dataclasses.replace(cfg.transfer, lr=lr, steps=steps, snapshots=[1.0], checkpoint_every=0),
         eval=dataclasses.replace(cfg.eval, split="val", draws=1),
         sample=dataclasses.replace(cfg.sample, samples_per_class=cfg.tuning.samples_per_class,
@@ -129,10 +169,10 @@ def run(cfg: Config) -> str:
               "pooled_over": list(cfg.tuning.tasks), "seeds": list(cfg.tuning.seeds), "steps": cfg.transfer.steps,
               "metric": f"validation {tuning_metric(cfg)}", "scores": {f"{lr:.6g}": v for lr, v in scores.items()},
               "rows": rows.to_dict(orient="records"), "config": as_dict(cfg)}
-    write_json(tuning_path(cfg, method), record)
+    write_json(record_path(cfg), record)
     flag = f" (at the {edge} edge after {extended} extensions: flagged)" if edge else ""
     print(f"tune {method}: lr {best:.3g} chosen from {', '.join(f'{lr:.3g}' for lr in grid)}{flag} "
-          f"-> {tuning_path(cfg, method)}")
+          f"-> {record_path(cfg)}")
     return "success"
 
 

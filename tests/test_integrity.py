@@ -91,3 +91,25 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.usefixtures("with_vanilla")  # the micro vanilla ancestry, pre-trained once
+def test_an_ad_hoc_tuning_leaves_the_published_rate_alone_and_serves_only_its_own_config(in_workspace):
+    from kind_bench.errors import UserError
+    from kind_bench.methods import compose_cell
+
+    tune = micro("method=full_finetune", "tuning.tasks=[novel]", "tuning.seeds=[0]",
+                 "tuning.grids={default:[0.001,0.003]}", "tuning.extend=0", "tuning.samples_per_class=6",
+                 ancestry=False)
+    assert main(["tune", *tune]) == 0
+    assert not (in_workspace / "results/tuning/digits/full_finetune.json").exists()  # the published record
+    (record,) = (in_workspace / "results/tuning/digits/adhoc").glob("*/full_finetune.json")
+    chosen = json.loads(record.read_text())["chosen_lr"]
+    assert compose_cell([*tune, "tuning.lr_source=tuned"]).transfer.lr == chosen  # the same config finds it
+    with pytest.raises(UserError, match="no tuned learning rate for method=full_finetune with this config"):
+        compose_cell([*tune, "tuning.lr_source=tuned", "transfer.steps=9"])  # another config does not
+    edited = json.loads(record.read_text())
+    edited["config"]["transfer"]["steps"] = 99
+    record.write_text(json.dumps(edited))
+    with pytest.raises(UserError, match="was tuned with another config"):
+        compose_cell([*tune, "tuning.lr_source=tuned"])

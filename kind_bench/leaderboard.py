@@ -42,6 +42,7 @@ import pandas as pd
 from kind_bench.config import Config
 from kind_bench.errors import UserError
 from kind_bench.identity import PUBLISHED, seedless_digest
+from kind_bench.lock import exclusive
 from kind_bench.metrics import DIRECTION, PRIMARY
 from kind_bench.paths import leaderboard_dir, published_results
 from kind_bench.results import REFERENCE_ROW
@@ -501,12 +502,13 @@ def size_markdown(sizes: pd.DataFrame, suite: str, primary: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def clean_leftovers(folder: Path) -> None:
-    """Remove temporary files and folders an interrupted build left behind."""
+def clean_leftovers(folder: Path, suite: str, names: list[str]) -> None:
+    """Remove what an interrupted build of ``suite`` left behind: its staging folders and temporary files
+    of its ``names`` (call it holding the suite's lock: another suite's build may be running beside it)."""
     for path in folder.glob(".*") if folder.is_dir() else ():
-        if path.is_dir() and path.name.startswith(".tmp-"):
+        if path.is_dir() and path.name.startswith(f".tmp-{suite}-"):
             shutil.rmtree(path)
-        elif path.is_file() and path.name.endswith(".tmp"):
+        elif path.is_file() and path.name.endswith(".tmp") and any(path.name.startswith(f".{n}.") for n in names):
             path.unlink()
 
 
@@ -519,10 +521,8 @@ def publish(staging: Path, targets: dict[str, Path]) -> None:
 
 
 def run(cfg: Config) -> str:
-    """Write the suite's leaderboard files together; exit 1 (after writing) when the grid is incomplete."""
-    from kind_bench.findings import findings_markdown
-    from kind_bench.plots import convergence_plot, pareto_plot, size_plot
-
+    """Write the suite's leaderboard files together (one build per suite at a time); exit 1 (after writing)
+    when the grid is incomplete."""
     runs = load_runs(published_results(cfg), cfg.suite.name)
     check_pooling(runs)
     grid = expected_grid(cfg)
@@ -535,13 +535,30 @@ def run(cfg: Config) -> str:
     primary = primary_metric(metric_columns(runs))
     out = leaderboard_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    clean_leftovers(out)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out))
+    suite = cfg.suite.name
+    with exclusive(Path(cfg.paths.artifacts) / "locks" / f"leaderboard-{suite}.lock", f"the {suite} leaderboard"):
+        _build(cfg, runs, table, primary, out)
+    print(f"leaderboard: {out / f'{suite}.csv'} (+ .md, _findings.md, plots) from {len(runs)} records")
+    if missing:
+        shown = ", ".join(f"{m}-{t}-{s}" for m, t, s in missing[:10])
+        print(f"leaderboard: incomplete grid: {len(missing)} cells missing ({shown}"
+              f"{', ...' if len(missing) > 10 else ''}); their rows are marked incomplete")
+        return "failed"
+    return "success"
+
+
+def _build(cfg: Config, runs: pd.DataFrame, table: pd.DataFrame, primary: str | None, out: Path) -> None:
+    """Stage every file of the suite's leaderboard, then move them into place."""
+    from kind_bench.findings import findings_markdown
+    from kind_bench.plots import convergence_plot, pareto_plot, size_plot
+
     suite = cfg.suite.name
     targets = {f"{suite}.csv": out / f"{suite}.csv", f"{suite}.md": out / f"{suite}.md",
                f"{suite}_findings.md": out / f"{suite}_findings.md",
                f"{suite}_pareto.png": out / f"{suite}_pareto.png",
                f"{suite}_convergence.png": out / f"{suite}_convergence.png"}
+    clean_leftovers(out, suite, [*targets, *(f"{suite}_sizes{ext}" for ext in (".csv", ".md", ".png"))])
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{suite}-", dir=out))
     try:
         format_table(table).to_csv(staging / f"{suite}.csv", index=False)
         (staging / f"{suite}.md").write_text(markdown(table, suite))
@@ -561,10 +578,3 @@ def run(cfg: Config) -> str:
         publish(staging, targets)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"leaderboard: {out / f'{suite}.csv'} (+ .md, _findings.md, plots) from {len(runs)} records")
-    if missing:
-        shown = ", ".join(f"{m}-{t}-{s}" for m, t, s in missing[:10])
-        print(f"leaderboard: incomplete grid: {len(missing)} cells missing ({shown}"
-              f"{', ...' if len(missing) > 10 else ''}); their rows are marked incomplete")
-        return "failed"
-    return "success"

@@ -151,8 +151,9 @@ def test_tables_findings_and_plots_are_replaced_together_and_leftovers_cleaned(b
     out = board / "results/leaderboard"
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert {"digits.csv", "digits.md", "digits_findings.md", "digits_pareto.png"} <= set(before)
-    (out / ".tmp-stale").mkdir()
+    (out / ".tmp-digits-stale").mkdir()
     (out / ".digits.csv.x.tmp").write_text("half")
+    (out / ".tmp-digits_cls-live").mkdir()  # another suite's build, running beside this one: left alone
 
     def die(*args, **kwargs):
         raise KeyboardInterrupt
@@ -164,7 +165,7 @@ def test_tables_findings_and_plots_are_replaced_together_and_leftovers_cleaned(b
             run(compose([]))
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert main(["leaderboard"]) == 0
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".tmp-digits_cls-live"]
 
 
 def test_formatting_is_fixed_precision_and_markdown_names_the_interval(board):
@@ -173,3 +174,12 @@ def test_formatting_is_fixed_precision_and_markdown_names_the_interval(board):
     assert text.set_index("method").loc["a", "fd_digits"] == "1.1000"
     assert text.set_index("method").loc["a", "ci_method"] == "t"
     assert "95% CI of the mean" in markdown(frame, "digits")
+
+
+def test_a_second_build_of_the_same_leaderboard_is_refused_while_one_runs(board, capsys):
+    from kind_bench.lock import exclusive
+
+    with exclusive(board / "artifacts/locks/leaderboard-digits.lock", "a build"):
+        assert main(["leaderboard"]) == 2
+    assert "the digits leaderboard is being run by process" in capsys.readouterr().err
+    assert main(["leaderboard"]) == 0

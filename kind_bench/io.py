@@ -33,6 +33,20 @@ FILE_MODE = 0o666 & ~_umask()
 
 
 @contextmanager
+def no_folders_left_on_refusal(path: Path) -> Iterator[None]:
+    """On a :class:`UserError` inside the block, remove the folders on the way to ``path`` (``path``
+    included) that did not exist before it and are empty: bad input found late leaves nothing behind."""
+    created = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    try:
+        yield
+    except UserError:
+        for folder in created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
+@contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path`` (mode per umask).
     Only rank 0 of a multi-process run writes (anything else is a bug, and is refused)."""

@@ -19,12 +19,20 @@ from kind_bench.errors import UserError
 @contextmanager
 def exclusive(path: Path, what: str) -> Iterator[None]:
     """Hold the lock at ``path`` for the block, or raise a one-line UserError naming the holder (in a
-    multi-process run, rank 0 holds it for every rank)."""
+    multi-process run, rank 0 holds it for every rank). When the block is refused (a UserError), the
+    folders made for the lock are removed again if nothing else was written into them."""
     from kind_bench.distributed import is_main
+    from kind_bench.io import no_folders_left_on_refusal
 
     if not is_main():
         yield
         return
+    with no_folders_left_on_refusal(path.parent), _held(path, what):
+        yield
+
+
+@contextmanager
+def _held(path: Path, what: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)

@@ -28,6 +28,11 @@ def tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def folders(root: Path) -> set[str]:
+    """Every folder under ``root``, not following links (the shared data and evaluator are links)."""
+    return {str(Path(d).relative_to(root)) for d, _, _ in os.walk(root)}
+
+
 def kind_weights() -> Path:
     return ancestry_weights(compose_cell(micro("method=kind")), "kind")
 
@@ -151,6 +156,7 @@ CASES: list[tuple[str, list[str], str, Setup | None]] = [
     ("unknown sampler", ["evaluate", "sample.scheduler=euler"],
      "sample.scheduler='euler' is not one of: ddim, ddpm, dpm", None),
     ("unknown verb", ["frobnicate"], "verb 'frobnicate' is not one of", None),
+    ("a class the data does not have", ["run", *FULL, "task.target_classes=[5,6,42]"], "42", None),
     ("a LoRA rank of zero", ["run", *micro("method=lora", ancestry=False), "method.rank=0"],
      "method.lora: rank=0 must be >= 1", None),
     ("LoRA on no layer", ["run", *micro("method=lora", ancestry=False), "method.targets=[]"],
@@ -186,7 +192,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(argv, message, setup, 
     (root / "results" / "keep.json").write_text("{}")
     if setup is not None:
         setup(root, monkeypatch)
-    before = tree(root / "results")
+    before, made = tree(root / "results"), folders(root)
+
     try:
         code = main(argv)
     finally:
@@ -197,6 +204,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(argv, message, setup, 
     assert message in err, err
     assert tree(root / "results") == before
     assert not (root / "artifacts/digits/runs").exists()  # nothing trained
+    assert folders(root) == made  # not even an empty folder left behind
 
 
 def test_a_second_run_of_a_busy_cell_is_refused_with_the_holder(ancestries, in_workspace, capsys):

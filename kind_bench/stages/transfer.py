@@ -115,6 +115,8 @@ def train_cell(cfg: Config) -> str:
             runtime=cfg.runtime,
         )
     except UserError:
+        if is_main() and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # bad input found only now (e.g. a class the data lacks): leave nothing behind
         raise
     except Exception as exc:  # noqa: BLE001 - a failing method is recorded, not fatal
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])

@@ -48,6 +48,10 @@ def test_changed_data_is_not_up_to_date(in_workspace, capsys):
     save_tensors(shared / "digits.safetensors", {**tensors, "images": tensors["images"].flip(-1)}, meta)
     assert main(["transfer", *cell]) == 2  # the ancestry was made from the old data: refused
     assert "was pre-trained with another config, seed or data" in capsys.readouterr().err
+    assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 2  # and so was the evaluator
+    assert "were trained with other evaluator.* settings or data" in capsys.readouterr().err
+    (in_workspace / "artifacts/evaluator").unlink()  # a private evaluator for the new data
+    assert main(["evaluator", "evaluator.epochs=8", "quiet=true"]) == 0
     assert main(["pretrain", "ancestry=vanilla", *micro(ancestry=False)]) == 0
     assert main(["transfer", *cell]) == 0
     assert "up to date" not in capsys.readouterr().out

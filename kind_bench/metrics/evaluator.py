@@ -76,9 +76,10 @@ def accuracy(model: DigitsCNN, images: torch.Tensor, labels: torch.Tensor) -> fl
     return float((model(images)[1].argmax(1) == labels).float().mean())
 
 
-def save_classifier(path, model: DigitsCNN) -> None:
-    """Safetensors weights with the architecture's hyperparameters in the header."""
-    save_tensors(path, model.state_dict(), metadata={"hparams": json.dumps(model.hparams)})
+def save_classifier(path, model: DigitsCNN, identity: str) -> None:
+    """Safetensors weights with the architecture's hyperparameters and what trained it (``identity``, see
+    :func:`kind_bench.stages.common.evaluator_identity`) in the header."""
+    save_tensors(path, model.state_dict(), metadata={"hparams": json.dumps(model.hparams), "identity": identity})
 
 
 def load_classifier(path, device: torch.device | str = "cpu") -> DigitsCNN:

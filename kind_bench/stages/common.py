@@ -12,7 +12,7 @@ from torch import nn
 from kind_bench.config import Config, as_dict
 from kind_bench.device import pick_device
 from kind_bench.errors import UserError
-from kind_bench.identity import ancestry_identity, is_canonical_ancestry
+from kind_bench.identity import ancestry_identity, digest, is_canonical_ancestry
 from kind_bench.io import load_metadata, load_module, load_tensors
 from kind_bench.methods import Target, make_ancestry
 from kind_bench.models import weights_follow
@@ -90,9 +90,24 @@ def ensure_writable(folder: str | Path) -> None:
         raise UserError(f"{path} is not writable ({exc.strerror}): fix its permissions or set paths.*") from None
 
 
+def evaluator_identity(cfg: Config, data_sha256: str) -> str:
+    """What decides the evaluator's weights: its settings and the prepared data (whose checksum covers the
+    data config). Results carry the ``evaluator`` section of their config; this makes it true."""
+    return f"{digest({'evaluator': as_dict(cfg)['evaluator']})}/{data_sha256[:16]}"
+
+
 def require_evaluator(cfg: Config) -> None:
-    """Scoring on the digits evaluator needs its weights: say so before any training."""
+    """Scoring on the digits evaluator needs its weights, trained with this config's evaluator settings on
+    this data: say so before any training."""
     needed = cfg.track == "generation" and cfg.eval.feature_extractor == "digits_cnn"
-    if needed and not evaluator_weights(cfg).is_file():
-        raise UserError(f"evaluator weights {evaluator_weights(cfg)} not found: run `dvc repro evaluator` "
-                        "(or `kind-bench evaluator`)")
+    if not needed:
+        return
+    path = evaluator_weights(cfg)
+    if not path.is_file():
+        raise UserError(f"evaluator weights {path} not found: run `dvc repro evaluator` (or `kind-bench evaluator`)")
+    from kind_bench.data import load_prepared
+
+    expected = evaluator_identity(cfg, str(load_prepared(cfg).record["data_sha256"]))
+    if load_metadata(path, "evaluator weights").get("identity") != expected:
+        raise UserError(f"evaluator weights {path} were trained with other evaluator.* settings or data than this "
+                        "call's: rerun `kind-bench evaluator` with this config (dvc repro evaluator)")

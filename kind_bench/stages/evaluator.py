@@ -12,6 +12,7 @@ from kind_bench.io import atomic_path, write_json
 from kind_bench.metrics.evaluator import accuracy, save_classifier, train_classifier
 from kind_bench.metrics.stability import fd_stability
 from kind_bench.paths import evaluator_report, evaluator_weights
+from kind_bench.stages.common import evaluator_identity
 
 
 def run(cfg: Config) -> str:
@@ -28,7 +29,7 @@ def run(cfg: Config) -> str:
     ev = cfg.evaluator
     model = train_classifier(images, labels, ev.feature_dim, ev.epochs, ev.batch_size, ev.lr, seed=cfg.seed)
     report = {f"test_accuracy_{d}": accuracy(model, DOMAINS[d](test.images), test.labels) for d in domains}
-    save_classifier(evaluator_weights(cfg), model)
+    save_classifier(evaluator_weights(cfg), model, evaluator_identity(cfg, prepared.record["data_sha256"]))
     pool = target_set(ImageSet(torch.cat([train.images, prepared.val.images]),
                                torch.cat([train.labels, prepared.val.labels])), cfg.task).images
     counts = [k * len(cfg.task.target_classes) for k in (10, 20, 40, 80, 120)]

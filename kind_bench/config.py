@@ -507,6 +507,10 @@ def _validate_sampling(cfg: Config) -> None:
         raise choices_error("eval.split", ev.split, ("test", "val"))
     for key in ("kid_subset_size", "kid_subsets", "isc_splits", "prc_neighborhood", "draws"):
         _require(getattr(ev, key) >= 1, f"eval.{key}={getattr(ev, key)} must be >= 1")
+    smallest = min(sample.samples_per_class, sample.snapshot_samples_per_class) * len(cfg.task.target_classes)
+    _require(cfg.track == "classification" or ev.kid_subset_size <= smallest,
+             f"eval.kid_subset_size={ev.kid_subset_size} exceeds the smallest draw ({smallest} samples: "
+             "sample.snapshot_samples_per_class x the task's classes): lower it or sample more")
 
 
 def _validate_tuning(tuning: TuningConfig) -> None:

@@ -248,8 +248,12 @@ def aggregate(runs: pd.DataFrame, missing: list[tuple[str, str, int]] = ()) -> p
         row: dict[str, Any] = {"task": task, "method": method, "status": _status(group, gone), "n_seeds": len(ok),
                                "n_units": seed_units(ok, ok.seed.unique()).nunique(),
                                "apart": bool(group.apart.fillna(False).any()) if "apart" in group else False}
+        notes = []
         for m in metrics:
-            values = unit_values(ok, m)
+            lacking = sorted(int(s) for s in ok.seed[ok[m].isna()]) if m in ok else []
+            if 0 < len(lacking) < len(ok):  # not averaged over a subset of the seeds the row counts
+                notes.append(f"{m} missing for seed {', '.join(map(str, lacking))}")
+            values = unit_values(ok, m) if not lacking else np.array([], dtype=float)
             row[m] = values.mean() if len(values) else np.nan
             row[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else np.nan
             row[f"{m}_ci_low"], row[f"{m}_ci_high"], ci = mean_interval(values)
@@ -258,7 +262,7 @@ def aggregate(runs: pd.DataFrame, missing: list[tuple[str, str, int]] = ()) -> p
         for column in ("lr", "eval_noise_sd", *budgets, *COST_COLUMNS):
             present = ok[column].dropna() if column in ok else pd.Series(dtype=float)
             row[column] = float(present.mean()) if len(present) else np.nan
-        notes = sorted(set(group.error[~group.status.isin(["success", "missing"])].dropna()) - {""})
+        notes += sorted(set(group.error[~group.status.isin(["success", "missing"])].dropna()) - {""})
         if gone:
             notes.insert(0, f"missing seeds {', '.join(map(str, gone))}")
         row["note"] = "; ".join(notes)

@@ -183,3 +183,11 @@ def test_a_second_build_of_the_same_leaderboard_is_refused_while_one_runs(board,
         assert main(["leaderboard"]) == 2
     assert "the digits leaderboard is being run by process" in capsys.readouterr().err
     assert main(["leaderboard"]) == 0
+
+
+def test_a_metric_missing_for_some_seeds_is_not_averaged_over_the_rest(board):
+    edit(board / "results/runs/digits/b/b-novel-1.json", lambda r: r["metrics"].pop("kid_digits"))
+    assert main(["leaderboard"]) == 0
+    row = table(board).loc["b"]
+    assert math.isnan(row.kid_digits) and "kid_digits missing for seed 1" in row.note
+    assert row.fd_digits == pytest.approx(2.1) and row.n_seeds == 3

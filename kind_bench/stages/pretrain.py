@@ -21,7 +21,7 @@ from kind_bench.data import ancestry_set, load_prepared
 from kind_bench.data.latents import training_inputs
 from kind_bench.distributed import is_main
 from kind_bench.identity import ancestry_identity
-from kind_bench.io import load_module, save_module, write_json
+from kind_bench.io import save_module, write_json
 from kind_bench.lock import exclusive
 from kind_bench.methods import Phase, make_ancestry
 from kind_bench.metrics import primary_metric
@@ -57,21 +57,24 @@ def run(cfg: Config) -> str:
         identity = ancestry_identity(as_dict(cfg), cfg.seed, str(prepared.record["data_sha256"]))
         if not is_main():  # rank 0 saves, evaluates and writes
             return "success"
-        save_module(weights, model, metadata={"ancestry": name, "seed": str(cfg.seed), "identity": identity})
         classes = cfg.suite.ancestry_classes
         one_draw = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, draws=1))
         val = measurer(one_draw, ancestry_set(prepared.val, classes), classes, codec, device, collective=False)
         primary, curve = primary_metric(cfg), {}
+        final = {k: v.clone() for k, v in model.state_dict().items()}
         for step, state in sorted(snapshots.items()):  # (a resumed run lacks those taken before the kill)
             model.load_state_dict(state)
             curve[str(step)] = val(model, True).draws[0][primary]
-        load_module(weights, model)
+        model.load_state_dict(final)
         test = measurer(one_draw, ancestry_set(prepared.test, classes), classes, codec, device, collective=False)
+        quality = test(model, True).draws[0]
         info = dataclasses.asdict(result)
         info["total_params"] = sum(p.numel() for p in model.parameters())
+        # scored before anything is written: a failure while scoring leaves no weights without their report
+        save_module(weights, model, metadata={"ancestry": name, "seed": str(cfg.seed), "identity": identity})
         write_json(ancestry_report(cfg, name, cfg.seed), {
             "ancestry": name, "seed": cfg.seed, "train_info": info, "split": prepared.record, "config": as_dict(cfg),
-            "val_by_step": curve, "quality": test(model, True).draws[0], "meta_info": provenance(device),
+            "val_by_step": curve, "quality": quality, "meta_info": provenance(device),
         })
     print(f"pretrain {name} seed {cfg.seed}: {result.steps} steps, loss {result.final_loss:.4f}, "
           f"{result.train_time_s:.1f}s, val {primary} by step {curve} -> {weights}")

@@ -89,3 +89,29 @@ def test_uint8_conversion_round_trips_the_unit_range():
     out = to_uint8(x)
     assert out.shape == (1, 3, 1, 3) and out.dtype == torch.uint8
     assert out[0, 0, 0].tolist() == [0, 128, 255]
+
+
+def test_the_scorer_featurises_its_reference_once_and_equals_torch_fidelitys_calculate_metrics(real, monkeypatch):
+    from torch_fidelity import calculate_metrics
+
+    from kind_bench.metrics import fidelity
+
+    cfg, train, test, weights = real
+    calls = []
+    real_features = fidelity.get_featuresdict_from_dataset
+    monkeypatch.setattr(fidelity, "get_featuresdict_from_dataset", lambda data, *a: calls.append(len(data)) or
+                        real_features(data, *a))
+    scorer = Scorer(test.images, cfg.eval, weights, torch.device("cpu"))
+    draws = [train.images[:150], train.images[150:300]]
+    scores = [scorer.quality(d) for d in draws]
+    assert calls == [len(test), 150, 150]  # the reference once, then each draw once
+    options = {"cuda": False, "batch_size": 256, "save_cpu_ram": True, "verbose": False,
+               "feature_extractor": "digits_cnn", "feature_extractor_weights_path": str(weights)}
+    raw = calculate_metrics(input1=fidelity.fidelity_input(draws[1]), input2=fidelity.fidelity_input(test.images),
+                            isc=True, fid=True, kid=True, prc=True, kid_subset_size=cfg.eval.kid_subset_size,
+                            kid_subsets=cfg.eval.kid_subsets, isc_splits=cfg.eval.isc_splits,
+                            prc_neighborhood=cfg.eval.prc_neighborhood, **options)
+    assert scores[1]["fd_digits"] == raw["frechet_inception_distance"]
+    assert scores[1]["kid_digits"] == raw["kernel_inception_distance_mean"]
+    assert (scores[1]["precision_digits"], scores[1]["recall_digits"]) == (raw["precision"], raw["recall"])
+    assert scores[1]["is_digits"] == raw["inception_score_mean"]

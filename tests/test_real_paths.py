@@ -198,8 +198,9 @@ def test_the_paper_suite_composes_from_local_paths_and_a_class_split_file(tmp_pa
     split.write_text(json.dumps({"pretrain": ["a", "c", "e"], "novel": ["b", "d", "f"]}))
     weights = tmp_path / "inception.pth"
     weights.write_bytes(b"")
+    tiny = "eval.kid_subset_size=4"  # 1 to 3 classes here: the paper's KID subsets of 1,000 need its 461
     cfg = compose(["suite=paper", f"data.root={image_folder}", f"model.vae_path={tiny_vae}",
-                   f"suite.class_split={split}", f"eval.inception_weights={weights}"])
+                   f"suite.class_split={split}", f"eval.inception_weights={weights}", tiny])
     assert cfg.suite.ancestry_classes == [0, 2, 4] and cfg.task.target_classes == [1, 3, 5]
     assert (cfg.model.name, cfg.sample.scheduler, cfg.sample.steps, cfg.sample.guidance_scale) == ("dit_b2", "ddpm",
                                                                                                    250, 1.5)
@@ -207,7 +208,7 @@ def test_the_paper_suite_composes_from_local_paths_and_a_class_split_file(tmp_pa
         0.9999, 1e-4, 256, "linear")
     assert cfg.data.storage == "files" and cfg.data.flip and cfg.data.latents == "sample"
     common = ["suite=paper", f"data.root={image_folder}", f"model.vae_path={tiny_vae}", f"suite.class_split={split}",
-              f"eval.inception_weights={weights}"]
+              f"eval.inception_weights={weights}", tiny]
     for contents, message in (({"pretrain": ["a", "zebra"], "novel": ["b"]}, "names classes data.root does not "
                                                                               "have: \\['zebra'\\]"),
                               ({"pretrain": ["a", "b"], "novel": ["b", "c"]}, "lists \\['b'\\] as both"),

@@ -1,4 +1,5 @@
-"""Sample quality through torch-fidelity's ``calculate_metrics``, with our registered extractors.
+"""Sample quality through torch-fidelity's feature extractors and metric functions, with our registered
+extractors (features of a reference are extracted once per :class:`Scorer`, not once per draw).
 
 * ``digits_cnn``: the pipeline's own evaluator CNN (:mod:`kind_bench.metrics.evaluator`). Its metrics are
   named for what they are: ``fd_digits``, ``is_digits``, ``kid_digits``, ``precision_digits``,
@@ -16,10 +17,20 @@ from unittest import mock
 
 import torch
 from torch.utils.data import Dataset
-from torch_fidelity import calculate_metrics, register_feature_extractor
+from torch_fidelity import register_feature_extractor
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import isc_featuresdict_to_metric
+from torch_fidelity.metric_kid import kid_featuresdict_to_metric
+from torch_fidelity.metric_prc import prc_featuresdict_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+from torch_fidelity.utils import (
+    create_feature_extractor,
+    get_featuresdict_from_dataset,
+    resolve_feature_extractor,
+    resolve_feature_layer_for_metric,
+)
 
 from kind_bench.config import EvalConfig
 from kind_bench.errors import UserError
@@ -182,12 +193,7 @@ DINOV2 = "dinov2-local"
 
 def fd_dinov2(generated: torch.Tensor, reference: torch.Tensor, cfg: EvalConfig, device: torch.device) -> float:
     """The Frechet distance of DINOv2 features (dgm-eval's recommended replacement for Inception's)."""
-    LocalDinoV2.ARCH = cfg.dinov2_arch
-    raw = calculate_metrics(input1=fidelity_input(generated), input2=fidelity_input(reference),
-                            cuda=device.type == "cuda", fid=True, feature_extractor=DINOV2,
-                            feature_extractor_weights_path=cfg.dinov2_weights, batch_size=64, save_cpu_ram=True,
-                            verbose=False)
-    return float(raw["frechet_inception_distance"])
+    return FeatureSpace.dinov2(cfg, device).frechet(generated, reference)
 
 
 def _register() -> None:
@@ -206,65 +212,87 @@ def _extractor(cfg: EvalConfig, weights: str | Path | None) -> dict[str, object]
     return {"feature_extractor": SAFE_INCEPTION, "feature_extractor_weights_path": cfg.inception_weights}
 
 
-def inception_score(images: torch.Tensor, cfg: EvalConfig, weights: str | Path | None, device: torch.device) -> float:
-    """The Inception-style score of a set of images on the configured extractor."""
-    raw = calculate_metrics(input1=fidelity_input(images), cuda=device.type == "cuda", isc=True,
-                            isc_splits=cfg.isc_splits, batch_size=256, save_cpu_ram=True, verbose=False,
-                            **_extractor(cfg, weights))
-    return float(raw["inception_score_mean"])
+class FeatureSpace:
+    """One torch-fidelity feature extractor and the options of its metrics: features are extracted once per
+    image set (a reference is featurised once, not once per draw) and every metric is computed from them
+    with torch-fidelity's own ``*_featuresdict_to_metric`` functions, as ``calculate_metrics`` would."""
 
+    def __init__(self, options: dict[str, object], metrics: tuple[str, ...]) -> None:
+        self.options = options
+        self.layers = {m: resolve_feature_layer_for_metric(m, **options) for m in metrics}
+        self.extractor = create_feature_extractor(resolve_feature_extractor(**options),
+                                                  sorted(set(self.layers.values())), **options)
 
-def quality_metrics(
-    generated: torch.Tensor, reference: torch.Tensor, cfg: EvalConfig, weights: str | Path | None,
-    device: torch.device, reference_is: float | None = None,
-) -> dict[str, float]:
-    """FD, IS, KID and precision/recall of ``generated`` against ``reference`` ([-1, 1] images), and
-    ``is_gap``: |IS - IS of the reference| (IS alone has no better direction here, see README)."""
-    n = min(len(generated), len(reference))
-    raw = calculate_metrics(
-        input1=fidelity_input(generated),
-        input2=fidelity_input(reference),
-        cuda=device.type == "cuda",
-        isc=True, fid=True, kid=True, prc=True,
-        kid_subset_size=min(cfg.kid_subset_size, n),
-        kid_subsets=cfg.kid_subsets,
-        isc_splits=cfg.isc_splits,
-        prc_neighborhood=cfg.prc_neighborhood,
-        batch_size=256,
-        save_cpu_ram=True,
-        verbose=False,
-        **_extractor(cfg, weights),
-    )
-    names = NAMES[cfg.feature_extractor]
-    if reference_is is None:
-        reference_is = inception_score(reference, cfg, weights, device)
-    return {
-        names["fid"]: float(raw["frechet_inception_distance"]),
-        names["isc"]: float(raw["inception_score_mean"]),
-        names["is_gap"]: abs(float(raw["inception_score_mean"]) - reference_is),
-        names["kid"]: float(raw["kernel_inception_distance_mean"]),
-        names["precision"]: float(raw["precision"]),
-        names["recall"]: float(raw["recall"]),
-    }
+    @classmethod
+    def dinov2(cls, cfg: EvalConfig, device: torch.device) -> FeatureSpace:
+        """DINOv2 features from ``eval.dinov2_weights`` (Frechet distance only)."""
+        LocalDinoV2.ARCH = cfg.dinov2_arch
+        return cls({"cuda": device.type == "cuda", "feature_extractor": DINOV2, "verbose": False,
+                    "feature_extractor_weights_path": cfg.dinov2_weights, "batch_size": 64, "save_cpu_ram": True},
+                   ("fid",))
+
+    def features(self, images) -> dict[str, torch.Tensor]:
+        """The features of a tensor of [-1, 1] images or an image set."""
+        o = self.options
+        return get_featuresdict_from_dataset(fidelity_input(images), self.extractor, o["batch_size"], o["cuda"],
+                                             o["save_cpu_ram"], o["verbose"])
+
+    def frechet(self, a, b) -> float:
+        """The Frechet distance between two image sets (or their features)."""
+        stats = [fid_featuresdict_to_statistics(x if isinstance(x, dict) else self.features(x), self.layers["fid"])
+                 for x in (a, b)]
+        return float(fid_statistics_to_metric(*stats, False)["frechet_inception_distance"])
+
+    def inception_score(self, features: dict[str, torch.Tensor]) -> float:
+        """The Inception-style score of a feature set."""
+        return float(isc_featuresdict_to_metric(features, self.layers["isc"], **self.options)["inception_score_mean"])
 
 
 class Scorer:
-    """Scores sample sets against one fixed reference (its own IS computed once): the torch-fidelity
-    metrics of :func:`quality_metrics` and, on the digits evaluator, ``class_accuracy``."""
+    """Scores sample sets against one fixed reference, featurised once (its IS too): FD, IS, ``is_gap``
+    (|IS - IS of the reference|; IS alone has no better direction here, see README), KID and
+    precision/recall on the configured extractor, FD on DINOv2 with ``eval.dinov2_weights``, and, on the
+    digits evaluator, ``class_accuracy``."""
 
     def __init__(self, reference, cfg: EvalConfig, weights: str | Path | None, device: torch.device) -> None:
-        self.reference, self.cfg, self.weights, self.device = reference, cfg, weights, device
-        self.reference_is = inception_score(reference, cfg, weights, device)
+        self.cfg, self.weights, self.n_reference = cfg, weights, len(reference)
+        self.space = FeatureSpace({"cuda": device.type == "cuda", "isc_splits": cfg.isc_splits,
+                                   "kid_subsets": cfg.kid_subsets, "prc_neighborhood": cfg.prc_neighborhood,
+                                   "batch_size": 256, "save_cpu_ram": True, "verbose": False,
+                                   **_extractor(cfg, weights)}, ("isc", "fid", "kid", "prc"))
+        self.reference = self.space.features(reference)
+        self.reference_is = self.space.inception_score(self.reference)
+        self.dinov2 = FeatureSpace.dinov2(cfg, device) if cfg.dinov2_weights else None
+        self.dinov2_reference = self.dinov2.features(reference) if self.dinov2 else None
+
+    def quality(self, generated) -> dict[str, float]:
+        """The torch-fidelity metrics of ``generated`` against the reference."""
+        features, names, space = self.space.features(generated), NAMES[self.cfg.feature_extractor], self.space
+        subset = min(self.cfg.kid_subset_size, len(generated), self.n_reference)
+        kid = kid_featuresdict_to_metric(features, self.reference, space.layers["kid"], **space.options,
+                                         kid_subset_size=subset)
+        prc = prc_featuresdict_to_metric(features, self.reference, space.layers["prc"], **space.options)
+        score = space.inception_score(features)
+        return {names["fid"]: space.frechet(features, self.reference), names["isc"]: score,
+                names["is_gap"]: abs(score - self.reference_is),
+                names["kid"]: float(kid["kernel_inception_distance_mean"]),
+                names["precision"]: float(prc["precision"]), names["recall"]: float(prc["recall"])}
 
     def __call__(self, generated, source_ids: torch.Tensor) -> dict[str, float]:
         """Every metric of ``generated`` (a tensor or an image set); ``source_ids``: each image's class in
         the source data (for ``class_accuracy`` on tensors)."""
-        metrics = quality_metrics(generated, self.reference, self.cfg, self.weights, self.device, self.reference_is)
-        if self.cfg.dinov2_weights:
-            metrics["fd_dinov2"] = fd_dinov2(generated, self.reference, self.cfg, self.device)
+        metrics = self.quality(generated)
+        if self.dinov2 is not None:
+            metrics["fd_dinov2"] = self.dinov2.frechet(self.dinov2.features(generated), self.dinov2_reference)
         if self.cfg.feature_extractor == "digits_cnn" and torch.is_tensor(generated):
             metrics["class_accuracy"] = class_accuracy(generated, source_ids, self.weights)
         return metrics
+
+
+def quality_metrics(generated: torch.Tensor, reference: torch.Tensor, cfg: EvalConfig, weights: str | Path | None,
+                    device: torch.device) -> dict[str, float]:
+    """:meth:`Scorer.quality` of ``generated`` against ``reference``, for one comparison."""
+    return Scorer(reference, cfg, weights, device).quality(generated)
 
 
 @torch.no_grad()

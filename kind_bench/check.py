@@ -6,11 +6,13 @@ the committed reference (``suite.check.reference``), each metric within its tole
 ``suite.check.tolerances``. A difference beyond tolerance, a missing or failed cell, or a reference made
 with another config fails the check with a readable table and exit status 1.
 
-Update the reference after an intended change with ``kind-bench check suite=ci --update``.
+Update the reference after an intended change with ``kind-bench check suite=ci --update``. Its files
+go to ``artifacts/check/<suite>/`` unless ``paths.*`` say otherwise (see :func:`scratch`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -96,10 +98,23 @@ def compare(current: dict[str, dict[str, Any]], reference: dict[str, Any], toler
     return bool(table.ok.all()), table
 
 
+def scratch(cfg: Config, overrides: list[str]) -> tuple[Config, list[str]]:
+    """Without ``paths.*`` overrides the check runs under ``<artifacts>/check/<suite>/``: its data,
+    evaluator, ancestries and results never mix with the published ones (the evaluator's files are
+    shared by every suite on the same data)."""
+    if any(o.startswith("paths.") for o in overrides):
+        return cfg, overrides
+    base = Path(cfg.paths.artifacts) / "check" / cfg.suite.name
+    paths = dataclasses.replace(cfg.paths, artifacts=str(base / "artifacts"), results=str(base / "results"))
+    return dataclasses.replace(cfg, paths=paths), [*overrides, f"paths.artifacts={paths.artifacts}",
+                                                   f"paths.results={paths.results}"]
+
+
 def run(cfg: Config, overrides: list[str], update: bool, rerun: bool = True) -> int:
     """Run the suite (unless ``rerun`` is False), then check or update the reference. Returns exit status."""
     if cfg.suite.check is None:
         raise UserError(f"suite={cfg.suite.name} has no check grid (suite.check); use suite=ci")
+    cfg, overrides = scratch(cfg, overrides)
     if rerun:
         run_suite(cfg, overrides)
     current = current_numbers(cfg)

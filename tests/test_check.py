@@ -66,3 +66,15 @@ def test_the_default_suite_has_no_check_grid(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["check", "--no-run"]) == 2
     assert "suite=digits has no check grid" in capsys.readouterr().err
+
+
+def test_a_check_without_paths_runs_apart_from_the_published_files():
+    from kind_bench.check import scratch
+    from kind_bench.config import compose
+
+    cfg, overrides = scratch(compose(["suite=ci"]), ["suite=ci"])
+    assert (cfg.paths.artifacts, cfg.paths.results) == ("artifacts/check/ci/artifacts", "artifacts/check/ci/results")
+    assert overrides[-2:] == ["paths.artifacts=artifacts/check/ci/artifacts",
+                              "paths.results=artifacts/check/ci/results"]
+    given = ["suite=ci", "paths.results=/tmp/x"]
+    assert scratch(compose(given), given)[1] == given  # paths given: used as they are

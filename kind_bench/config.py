@@ -154,6 +154,8 @@ class SampleConfig:
     snapshot_samples_per_class: int = 50  # at the earlier snapshots (the early-regime curve)
     batch_size: int = 500
     merged: bool = True  # a KIND model samples each class through its merged dense weights (deploy)
+    by_class: bool = True  # one class at a time; false: batches across classes (merged KIND models never)
+    precision: str = "fp32"  # fp32 | bf16 (autocast while denoising)
 
 
 @dataclass
@@ -499,6 +501,8 @@ def _validate_sampling(cfg: Config) -> None:
     for key in ("samples_per_class", "snapshot_samples_per_class", "batch_size"):
         _require(getattr(sample, key) > 0, f"sample.{key}={getattr(sample, key)} must be positive")
     _finite("sample.guidance_scale", sample.guidance_scale, 1, strict=False)
+    if sample.precision not in ("fp32", "bf16"):
+        raise choices_error("sample.precision", sample.precision, ("bf16", "fp32"))
     if sample.scheduler not in ("ddpm", "ddim", "dpm"):
         raise choices_error("sample.scheduler", sample.scheduler, ("ddim", "ddpm", "dpm"))
     if ev.feature_extractor not in ("digits_cnn", "inception-v3-compat"):
@@ -569,3 +573,15 @@ def validate_section(section: dict[str, Any], schema: type, key: str) -> Any:
 def as_dict(cfg: Config) -> dict[str, Any]:
     """The resolved config as plain JSON-able data (recorded in every result)."""
     return dataclasses.asdict(cfg)
+
+
+def with_defaults(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A config recorded by an earlier version, with every field added to the schema since then set to its
+    default. The schema's rule: a new field's default is the behaviour from before the field existed, so
+    a record stays comparable with a call that leaves the field at its default, and with no other."""
+    def merge(default: Any, value: Any) -> Any:
+        if isinstance(default, dict) and isinstance(value, dict):
+            return {**default, **{k: merge(default.get(k), v) for k, v in value.items()}}
+        return value
+
+    return merge(as_dict(Config()), recorded)

@@ -95,6 +95,7 @@ def run(out: Path, smoke: bool = False) -> dict:
         perf_args = [f"model={model}", *shape, "--json", str(out / "perf.json")]  # the tier's images, precision
         if smoke:  # a few short rounds: the toy size checks that the ratios are produced, not their values
             perf_args += ["--rounds", "3", "--repeats", "1", "transfer.batch_size=8", "sample.samples_per_class=4",
+                          "eval.kid_subset_size=4",
                           "ancestry.n_tailors=4", "ancestry.tailors_per_class=2"]
         else:
             perf_args += ["transfer.batch_size=64", "sample.samples_per_class=64", "ancestry.n_tailors=96",

@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from kind_bench.config import Config, TaskConfig, as_dict, compose, config_dir
+from kind_bench.config import Config, TaskConfig, as_dict, compose, config_dir, with_defaults
 from kind_bench.errors import UserError
 from kind_bench.identity import identifying
 from kind_bench.io import atomic_path, read_json, write_json
@@ -75,8 +75,8 @@ def chosen_lr(cfg: Config, method: str) -> float:
                         f"`dvc repro tune@{method}` (or `kind-bench tune method={method}` with the same "
                         "overrides), or pass transfer.lr=...")
     record = read_json(path, "tuning record")
-    if not isinstance(record.get("config"), dict) or tuning_identity(record["config"]) != tuning_identity(
-            as_dict(cfg)):
+    if not isinstance(record.get("config"), dict) or tuning_identity(with_defaults(record["config"])) != \
+            tuning_identity(as_dict(cfg)):
         raise UserError(f"tuning record {path} was tuned with another config: rerun `kind-bench tune "
                         f"method={method}` (dvc repro tune@{method})")
     return float(record["chosen_lr"])

@@ -57,6 +57,7 @@ def test_perf_steps_run_in_the_training_precision(tmp_path, monkeypatch):
     monkeypatch.setattr(perf, "diffusion_loss",
                         lambda *a, **k: seen.append(torch.is_autocast_enabled("cpu")) or real(*a, **k))
     out = tmp_path / "perf.json"
-    assert perf.main(["transfer.precision=bf16", "sample.samples_per_class=2", "--rounds", "1", "--repeats", "1",
+    assert perf.main(["transfer.precision=bf16", "sample.samples_per_class=2", "eval.kid_subset_size=2",
+                      "--rounds", "1", "--repeats", "1",
                       "--json", str(out)]) == 0
     assert seen and all(seen) and json.loads(out.read_text())["precision"] == "bf16"

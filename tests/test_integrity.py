@@ -117,3 +117,15 @@ def test_an_ad_hoc_tuning_leaves_the_published_rate_alone_and_serves_only_its_ow
     record.write_text(json.dumps(edited))
     with pytest.raises(UserError, match="was tuned with another config"):
         compose_cell([*tune, "tuning.lr_source=tuned"])
+
+
+def test_a_record_from_before_a_field_existed_compares_at_that_fields_default_only():
+    from kind_bench.config import as_dict, compose, with_defaults
+    from kind_bench.tuning import tuning_identity
+
+    old = as_dict(compose([]))
+    del old["sample"]["precision"]  # written before sample.precision existed
+    assert with_defaults(old) == as_dict(compose([]))
+    assert tuning_identity(with_defaults(old)) == tuning_identity(as_dict(compose([])))
+    assert tuning_identity(with_defaults(old)) != tuning_identity(as_dict(compose(["sample.precision=bf16"])))
+    assert with_defaults({"sample": {"precision": "bf16"}})["sample"]["precision"] == "bf16"  # recorded wins

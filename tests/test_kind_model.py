@@ -147,3 +147,45 @@ def test_recombined_model_keeps_only_the_classes_tailors_and_computes_the_same_f
     x, t, y = inputs([0, 0, 3])  # class 0 and the null label
     torch.testing.assert_close(small(x, timestep=t, class_labels=y).sample, kind(x, timestep=t, class_labels=y).sample,
                                atol=1e-5, rtol=1e-5)
+
+
+def _sampled(model: torch.nn.Module, monkeypatch, *overrides: str) -> tuple[torch.Tensor, list[list[int]], list[bool]]:
+    """generate() on 3 classes x 4 samples; the labels of every denoising batch, and whether autocast was on."""
+    from kind_bench.config import compose
+    from kind_bench.models.vae import PixelCodec
+    from kind_bench.stages import evaluate
+
+    batches, autocast = [], []
+    real = evaluate.sample
+
+    def spy(net, labels, *args, **kwargs):
+        batches.append(labels.tolist())
+        autocast.append(torch.is_autocast_enabled("cpu"))
+        return real(net, labels, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "sample", spy)
+    cfg = compose(["sample.steps=2", "sample.batch_size=8", *overrides])
+    images, labels = evaluate.generate(model, [0, 1, 2], 4, 0, cfg, PixelCodec(1, 8), torch.device("cpu"), False)
+    assert images.shape == (12, 1, 8, 8) and sorted(labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+    return images, batches, autocast
+
+
+def test_sampling_batches_across_classes_unless_a_model_is_merged_per_class(monkeypatch):
+    dense = build_dit(MODEL, 3, 1, 8)
+    randomise(dense)
+    by_class, batches, _ = _sampled(dense, monkeypatch)
+    assert [sorted(set(b)) for b in batches] == [[0], [1], [2]]  # one class at a time (the default)
+    mixed, batches, _ = _sampled(dense, monkeypatch, "sample.by_class=false")
+    assert [len(b) for b in batches] == [8, 4] and set(batches[0]) == {0, 1, 2}  # full batches across classes
+    torch.testing.assert_close(mixed, by_class, rtol=1e-4, atol=1e-5)  # the same starting noise, the same images
+    kind = build_kind_model(KindAncestryOptions(n_tailors=4, tailors_per_class=2), TARGET)
+    _, batches, _ = _sampled(kind, monkeypatch, "sample.by_class=false")
+    assert [sorted(set(b)) for b in batches] == [[0], [1], [2]]  # merged weights exist per class
+
+
+def test_sampling_precision_bf16_denoises_under_autocast(monkeypatch):
+    dense = build_dit(MODEL, 3, 1, 8)
+    _, _, autocast = _sampled(dense, monkeypatch)
+    assert not any(autocast)
+    images, _, autocast = _sampled(dense, monkeypatch, "sample.precision=bf16")
+    assert all(autocast) and images.dtype == torch.float32

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from kind_bench.config import Config, as_dict
+from kind_bench.config import Config, as_dict, with_defaults
 from kind_bench.data import FileSet, ImageSet, load_prepared, target_set
 from kind_bench.diffusion import noise_scheduler, sample
 from kind_bench.distributed import gather_rows, is_main, world
@@ -72,8 +72,10 @@ def generate(model: nn.Module, classes: list[int], per_class: int, seed: int, cf
     The starting noise of every image is drawn first, from ``seed`` alone, so every method with that seed
     starts from the same noise; then each class is sampled in turn (in batches of ``sample.batch_size``),
     a KIND model through its merged dense weights for that class (``sample.merged``: the same function,
-    at a dense model's cost). In a multi-process run (``collective``) each rank denoises its share and every
-    rank gets all the images.
+    at a dense model's cost). With ``sample.by_class=false`` a model that is not merged per class samples
+    batches across classes (full batches when classes are many and samples per class few, the paper
+    tier). ``sample.precision=bf16`` denoises under autocast. In a multi-process run (``collective``) each
+    rank denoises its share and every rank gets all the images.
     """
     scheduler = noise_scheduler(cfg.diffusion)
     labels = torch.tensor(classes, device=device).repeat(per_class)
@@ -82,14 +84,19 @@ def generate(model: nn.Module, classes: list[int], per_class: int, seed: int, cf
     null = null_label(model)
     guided = cfg.sample.guidance_scale > 1
     rank, size = world() if collective else (0, 1)
+    merged = cfg.sample.merged and hasattr(model, "kind_gate")
+    groups = [[c] for c in classes] if merged or cfg.sample.by_class else [classes]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.sample.precision == "bf16")
     done, parts = [], []
-    for c in classes:
-        net = deploy(model, c, guided) if cfg.sample.merged and hasattr(model, "kind_gate") else model
-        for index in torch.nonzero(labels == c).flatten()[rank::size].split(cfg.sample.batch_size):
-            x = sample(net, labels[index], noise[index], scheduler, cfg.sample, null, generator,
-                       progress=show_progress(cfg.quiet))
+    for group in groups:
+        net = deploy(model, group[0], guided) if merged else model
+        mine = torch.nonzero(torch.isin(labels, torch.tensor(group, device=device))).flatten()[rank::size]
+        for index in mine.split(cfg.sample.batch_size):
+            with autocast:
+                x = sample(net, labels[index], noise[index], scheduler, cfg.sample, null, generator,
+                           progress=show_progress(cfg.quiet))
             done.append(index)
-            parts.append(codec.decode(x))
+            parts.append(codec.decode(x.float()))
     order = torch.cat(done)
     local = torch.cat(parts)[torch.argsort(order)]
     images = gather_rows(local, order.sort().values, len(labels)) if collective else local
@@ -156,7 +163,8 @@ def check_trained_with(cfg: Config, trained: dict[str, Any], folder: Path) -> No
     recorded = trained.get("config")
     if not isinstance(recorded, dict):
         raise UserError(f"training record {folder / 'train.json'} has no config: rerun the cell (kind-bench run)")
-    mine, theirs = identifying(as_dict(cfg), drop=EVALUATION_ONLY), identifying(recorded, drop=EVALUATION_ONLY)
+    mine = identifying(as_dict(cfg), drop=EVALUATION_ONLY)
+    theirs = identifying(with_defaults(recorded), drop=EVALUATION_ONLY)
     if mine != theirs:
         key = next(k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k))
         raise UserError(f"the weights in {folder} were trained with another {key} section than this call's: "

@@ -67,18 +67,19 @@ def record_path(cfg: Config) -> Path:
 
 
 def chosen_lr(cfg: Config, method: str) -> float:
-    """The learning rate the ``tune`` stage chose for ``method`` with this config (a one-line error if that
-    tuning has not run, or its record was tuned with another config)."""
-    path = record_path(cfg)  # cfg is a cell of ``method``
+    """The learning rate the ``tune`` stage chose for ``method``: the one tuned with this very config if
+    there is one, else the published one (which serves every other config: ablation variants, ad-hoc
+    runs). A record whose recorded config is not the one it is filed for is refused."""
+    own, published = record_path(cfg), tuning_path(cfg, method)  # cfg is a cell of ``method``
+    path = own if own.is_file() else published
     if not path.is_file():
-        raise UserError(f"no tuned learning rate for method={method} with this config ({path} not found): run "
-                        f"`dvc repro tune@{method}` (or `kind-bench tune method={method}` with the same "
-                        "overrides), or pass transfer.lr=...")
+        raise UserError(f"no tuned learning rate for method={method} ({published} not found): run `dvc repro "
+                        f"tune@{method}` (or `kind-bench tune method={method}`), or pass transfer.lr=...")
     record = read_json(path, "tuning record")
-    if not isinstance(record.get("config"), dict) or tuning_identity(with_defaults(record["config"])) != \
-            tuning_identity(as_dict(cfg)):
-        raise UserError(f"tuning record {path} was tuned with another config: rerun `kind-bench tune "
-                        f"method={method}` (dvc repro tune@{method})")
+    expected = tuning_identity(as_dict(cfg)) if path == own else _published_identity(cfg.suite.name, method)
+    if not isinstance(record.get("config"), dict) or tuning_identity(with_defaults(record["config"])) != expected:
+        raise UserError(f"tuning record {path} was tuned with another config than it is filed for: rerun "
+                        f"`kind-bench tune method={method}` (dvc repro tune@{method})")
     return float(record["chosen_lr"])
 
 

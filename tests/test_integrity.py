@@ -110,12 +110,16 @@ def test_an_ad_hoc_tuning_leaves_the_published_rate_alone_and_serves_only_its_ow
     (record,) = (in_workspace / "results/tuning/digits/adhoc").glob("*/full_finetune.json")
     chosen = json.loads(record.read_text())["chosen_lr"]
     assert compose_cell([*tune, "tuning.lr_source=tuned"]).transfer.lr == chosen  # the same config finds it
-    with pytest.raises(UserError, match="no tuned learning rate for method=full_finetune with this config"):
-        compose_cell([*tune, "tuning.lr_source=tuned", "transfer.steps=9"])  # another config does not
+    with pytest.raises(UserError, match="no tuned learning rate for method=full_finetune"):
+        compose_cell([*tune, "tuning.lr_source=tuned", "transfer.steps=9"])  # another: only the published one
+    published = in_workspace / "results/tuning/digits/full_finetune.json"
+    write_json(published, {**json.loads(record.read_text()), "chosen_lr": 0.5})  # filed as published, but micro
+    with pytest.raises(UserError, match="was tuned with another config than it is filed for"):
+        compose_cell([*tune, "tuning.lr_source=tuned", "transfer.steps=9"])
     edited = json.loads(record.read_text())
     edited["config"]["transfer"]["steps"] = 99
     record.write_text(json.dumps(edited))
-    with pytest.raises(UserError, match="was tuned with another config"):
+    with pytest.raises(UserError, match="was tuned with another config than it is filed for"):
         compose_cell([*tune, "tuning.lr_source=tuned"])
 
 

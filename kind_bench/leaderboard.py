@@ -9,11 +9,11 @@ Seeds whose configs differ (other than the seed) are never pooled: the call refu
 One row per (task, method): for every metric the mean, the standard deviation and a 95% interval of the
 mean over units (Student's t below 10 units, BCa from 10 on; ``ci_method`` says which), never the seeds'
 range. A unit is the seeds that transfer from one pre-trained ancestry, averaged (5 seeds on 3
-ancestries are 3 units: seeds sharing an ancestry share its pre-training noise); a seed without an
-ancestry is a unit of its own. The mean ``eval_noise_sd`` (the metric's own sampling noise) is beside
-them. Methods are ranked per task on the
-primary metric in its declared direction (:data:`kind_bench.metrics.DIRECTION`). ``avg_rank`` is over the
-tasks every ranked method ran (a task that changes the architecture, like ``small``, is ranked on its own
+ancestries are 3 units: seeds sharing an ancestry share its pre-training noise); the seeds of a method
+without an ancestry are grouped the same way (:func:`unit_of`). The mean ``eval_noise_sd`` (the
+metric's own sampling noise) is beside them. Methods are ranked per task on the primary metric in its
+declared direction (:data:`kind_bench.metrics.DIRECTION`). ``avg_rank`` is over the tasks every ranked
+method ran (a task that changes the architecture, like ``small``, is ranked on its own
 and shown apart). A task's best method gets ★ only where a paired t-test over the shared units against
 the runner-up, Holm-corrected over the tasks, says p < 0.05; ``p_best`` is its probability of rank 1
 under a bootstrap over the shared units, reported from 10 units on (below, a bootstrap is
@@ -118,7 +118,7 @@ def _row(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "task": info["task"], "method": info["method"], "seed": info["seed"], "status": info["status"],
         "error": info.get("error") or "", "config_digest": info.get("config_digest", ""), "file": str(path),
-        "ancestry_seed": info.get("ancestry_seed"),
+        "unit": unit_of(info, config),
         "lr": (config.get("transfer") or {}).get("lr") if info["method"] != REFERENCE_ROW else None,
         "apart": (config.get("task") or {}).get("depth_ratio", 1.0) < 1,
         "domain": (config.get("task") or {}).get("domain", "identity"),
@@ -163,7 +163,7 @@ def _check_provenance(path: Path, info: dict[str, Any], suite: str | None) -> No
             raise UserError(f"result {path} was run with {key}={value!r}, not the {expected[key]!r} of the cell "
                             "and leaderboard it is filed under: rerun its cell")
     if not floor and info.get("namespace") != PUBLISHED:
-        raise UserError(f"result {path} belongs to namespace {info['namespace']!r}, not the published "
+        raise UserError(f"result {path} belongs to namespace {info.get('namespace')!r}, not the published "
                         f"{PUBLISHED!r}: it was copied in; rerun its cell (dvc repro)")
 
 
@@ -283,18 +283,27 @@ def primary_metric(metrics: list[str]) -> str | None:
     return next((m for m in PRIMARY.values() if m in metrics), None)
 
 
+def unit_of(info: dict[str, Any], config: dict[str, Any]) -> int | None:
+    """The ancestry seed of the unit a record's seed belongs to: the one it transferred from, else (a method
+    without an ancestry, the floor) the suite's ``seed % suite.ancestry_seeds``, so that every method of a
+    suite is summarised and paired over the same units; None when the record says neither."""
+    if info.get("ancestry_seed") is not None:
+        return int(info["ancestry_seed"])
+    groups = (config.get("suite") or {}).get("ancestry_seeds")
+    return int(info["seed"]) % int(groups) if groups else None
+
+
 def seed_units(rows: pd.DataFrame, seeds: pd.Index | list[int]) -> pd.Series:
     """The unit of each seed, indexed by seed: seeds that transfer from one pre-trained ancestry are one unit
-    (``ancestry <a>``: they share its pre-training noise, so they are not independent); a seed whose rows have no
-    ancestry (scratch) is a unit of its own. Rows that disagree on a seed's ancestry are refused."""
+    (``ancestry <a>``: they share its pre-training noise, so they are not independent; see :func:`unit_of`);
+    a seed whose rows say no unit is a unit of its own. Rows that disagree on a seed's unit are refused."""
     units = {}
     for seed in seeds:
-        ancestries = set(rows.ancestry_seed[(rows.seed == seed) & rows.ancestry_seed.notna()]) \
-            if "ancestry_seed" in rows else set()
-        if len(ancestries) > 1:
-            raise UserError(f"seed {seed} transfers from ancestry seeds {sorted(ancestries)} in different records: "
+        found = set(rows.unit[(rows.seed == seed) & rows.unit.notna()]) if "unit" in rows else set()
+        if len(found) > 1:
+            raise UserError(f"seed {seed} transfers from ancestry seeds {sorted(found)} in different records: "
                             "rerun them with one suite.ancestry_seeds")
-        units[seed] = f"ancestry {int(ancestries.pop())}" if ancestries else f"seed {int(seed)}"
+        units[seed] = f"ancestry {int(found.pop())}" if found else f"seed {int(seed)}"
     return pd.Series(units, dtype=object)
 
 
@@ -344,7 +353,7 @@ def rank(table: pd.DataFrame, runs: pd.DataFrame, primary: str | None) -> pd.Dat
                 table.loc[mask & (table.method == method), "p_best"] = share
         if len(ordered) >= 2 and {ordered.method.iloc[0], ordered.method.iloc[1]} <= set(scores):
             test = paired_test(scores[ordered.method.iloc[0]], scores[ordered.method.iloc[1]])
-            if math.isfinite(test.p):
+            if math.isfinite(test.p) and (test.mean_diff < 0) == lower:  # paired, the top one is the better
                 tests.append((ordered.index[0], test.p))
     for (index, _), adjusted in zip(tests, holm([p for _, p in tests]), strict=True):
         table.loc[index, "p_vs_next"] = adjusted

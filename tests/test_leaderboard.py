@@ -6,13 +6,14 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from kind_bench.cli import main
 from kind_bench.config import compose
 from kind_bench.identity import seedless_digest
-from kind_bench.leaderboard import aggregate, format_table, load_runs, markdown, run
+from kind_bench.leaderboard import aggregate, format_table, load_runs, markdown, per_unit, run
 
 METRICS = {"fd_digits": 1.0, "kid_digits": 0.1, "is_digits": 5.0, "is_gap_digits": 0.1, "precision_digits": 0.5,
            "recall_digits": 0.5, "class_accuracy": 0.9}
@@ -20,7 +21,8 @@ METRICS = {"fd_digits": 1.0, "kid_digits": 0.1, "is_digits": 5.0, "is_gap_digits
 
 def write(root: Path, method: str, task: str, seed: int, fd: float, status: str = "success", lr: float = 0.01,
           name: str | None = None, drop: str | None = None, **info: object) -> Path:
-    config = {"task": {"name": task, "depth_ratio": 1.0, "domain": "identity"}, "suite": {"name": "digits"},
+    config = {"task": {"name": task, "depth_ratio": 1.0, "domain": "identity"},
+              "suite": {"name": "digits", "ancestry_seeds": 3},
               "seed": seed, "transfer": {"lr": lr}}
     record = {"run_info": {"method": method, "task": task, "seed": seed, "status": status, "error": None,
                            "config_digest": seedless_digest(config), "config": config, "namespace": "runs",
@@ -191,3 +193,19 @@ def test_a_metric_missing_for_some_seeds_is_not_averaged_over_the_rest(board):
     row = table(board).loc["b"]
     assert math.isnan(row.kid_digits) and "kid_digits missing for seed 1" in row.note
     assert row.fd_digits == pytest.approx(2.1) and row.n_seeds == 3
+
+
+def test_a_method_without_an_ancestry_is_summarised_over_the_units_it_is_paired_on(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    kind, scratch = [3.21, 3.19, 0.205, 3.20, 3.22], [3.0, 3.0, 0.0, 3.0, 3.01]  # KIND worse on every seed
+    for seed in range(5):
+        write(tmp_path, "kind", "novel", seed, kind[seed], ancestry_seed=seed % 3)
+        write(tmp_path, "scratch", "novel", seed, scratch[seed])  # no ancestry: the suite's units all the same
+    grid(tmp_path, ["kind", "scratch"], seeds=5)
+    assert main(["leaderboard"]) == 0
+    rows = table(tmp_path)
+    assert rows.loc["kind", "n_units"] == rows.loc["scratch", "n_units"] == 3
+    assert rows.loc["scratch", "rank"] == 1 and rows.loc["kind", "winner"] != "yes"
+    paired = per_unit(load_runs(tmp_path / "results/runs/digits"), "novel", ["kind", "scratch"], "fd_digits")
+    for method in ("kind", "scratch"):  # the table's mean is the mean of the units the tests pair
+        assert rows.loc[method, "fd_digits"] == pytest.approx(np.mean(paired[method]), abs=1e-4)  # CSV: 4 places

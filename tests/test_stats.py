@@ -81,7 +81,7 @@ def runs(rows: list[tuple[str, str, int, str, float]], apart: tuple[str, ...] = 
     return pd.DataFrame([
         {"task": t, "method": m, "seed": s, "status": st, "error": "" if st == "success" else "boom",
          "fd_digits": fd, "trainable_params": 10, "steps": 100, "apart": t in apart, "lr": 0.01, "config_digest": "x",
-         "ancestry_seed": None if ancestries is None else s % ancestries}
+         "unit": None if ancestries is None else s % ancestries}
         for t, m, s, st, fd in rows
     ])
 
@@ -137,7 +137,7 @@ def test_seeds_that_share_an_ancestry_are_one_unit():
 def test_a_seed_with_two_ancestries_is_refused():
     rows = runs([("t", "a", 0, "success", 1.0), ("t", "b", 0, "success", 2.0),
                  ("t", "a", 1, "success", 1.0), ("t", "b", 1, "success", 2.5)], ancestries=3)
-    rows.loc[(rows.method == "b") & (rows.seed == 1), "ancestry_seed"] = 0
+    rows.loc[(rows.method == "b") & (rows.seed == 1), "unit"] = 0
     with pytest.raises(UserError, match="seed 1 transfers from ancestry seeds"):
         per_unit(rows, "t", ["a", "b"], "fd_digits")
 

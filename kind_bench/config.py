@@ -8,6 +8,7 @@ validated against the dataclass that the method itself declares (see :mod:`kind_
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -205,6 +206,7 @@ class EvaluatorConfig:
     epochs: int = 30
     batch_size: int = 128
     lr: float = 2e-3
+    seed: int = 0  # its own seed (not the cells' seed): part of what it is
 
 
 @dataclass
@@ -540,6 +542,7 @@ def _validate_tuning(tuning: TuningConfig) -> None:
 def _validate_evaluator(evaluator: EvaluatorConfig) -> None:
     for key in ("feature_dim", "epochs", "batch_size"):
         _require(getattr(evaluator, key) >= 1, f"evaluator.{key}={getattr(evaluator, key)} must be >= 1")
+    _require(evaluator.seed >= 0, f"evaluator.seed={evaluator.seed} must be >= 0")
     _require(math.isfinite(evaluator.lr) and evaluator.lr > 0, f"evaluator.lr={evaluator.lr} must be positive")
 
 
@@ -577,11 +580,19 @@ def as_dict(cfg: Config) -> dict[str, Any]:
 
 def with_defaults(recorded: dict[str, Any]) -> dict[str, Any]:
     """A config recorded by an earlier version, with every field added to the schema since then set to its
-    default. The schema's rule: a new field's default is the behaviour from before the field existed, so
-    a record stays comparable with a call that leaves the field at its default, and with no other."""
+    default (the method's and ancestry's options too, when they are registered). The schema's rule: a new
+    field's default is the behaviour from before the field existed, so a record stays comparable with a
+    call that leaves the field at its default, and with no other."""
+    from kind_bench.methods import ancestry_class, method_class
+
     def merge(default: Any, value: Any) -> Any:
         if isinstance(default, dict) and isinstance(value, dict):
             return {**default, **{k: merge(default.get(k), v) for k, v in value.items()}}
         return value
 
-    return merge(as_dict(Config()), recorded)
+    defaults = as_dict(Config())
+    for group, lookup in (("method", method_class), ("ancestry", ancestry_class)):
+        name = (recorded.get(group) or {}).get("name")
+        with contextlib.suppress(UserError):  # not registered here: compared as recorded
+            defaults[group] = {"name": name, **dataclasses.asdict(lookup(name).Options())} if name else {}
+    return merge(defaults, recorded)

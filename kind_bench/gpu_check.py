@@ -54,7 +54,7 @@ def overrides(data: Path, smoke: bool) -> list[str]:
                 "ancestry.n_tailors=4", "ancestry.tailors_per_class=2"]
     return [*common, "model=dit_s2", "pretrain.steps=400", "pretrain.batch_size=64", "pretrain.lr=3e-4",
             "transfer.steps=200", "transfer.batch_size=64", "transfer.lr=3e-4", "pretrain.precision=bf16",
-            "transfer.precision=bf16", "sample.steps=25", "sample.samples_per_class=500",
+            "transfer.precision=bf16", "sample.precision=bf16", "sample.steps=25", "sample.samples_per_class=500",
             "sample.snapshot_samples_per_class=50", "ancestry.n_tailors=96", "ancestry.tailors_per_class=48"]
 
 
@@ -91,7 +91,7 @@ def run(out: Path, smoke: bool = False) -> dict:
                                     "peak_memory_mb": info["peak_memory_mb"], **record["metrics"]}
         model = "dit_micro" if smoke else "dit_s2"
         shape = [o for o in base if o.startswith(("data=", "data.root=", "data.image_size=", "data.channels=",
-                                                  "pretrain.precision=", "transfer.precision="))]
+                                                  "pretrain.precision=", "transfer.precision=", "sample.precision="))]
         perf_args = [f"model={model}", *shape, "--json", str(out / "perf.json")]  # the tier's images, precision
         if smoke:  # a few short rounds: the toy size checks that the ratios are produced, not their values
             perf_args += ["--rounds", "3", "--repeats", "1", "transfer.batch_size=8", "sample.samples_per_class=4",

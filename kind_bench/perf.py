@@ -8,7 +8,8 @@ it is 1 + N_T (in + out) / (in out)), and their targets:
 2. KIND transfer step / full fine-tune step (each with its own trainable set): target <= 1.0;
 3. merged-KIND sampling / dense sampling (one class, classifier-free guidance): target <= 1.02.
 
-Steps use the training optimizer (fused AdamW) and precision (``transfer.precision``: bf16 autocast), on
+Steps use the training optimizer (fused AdamW) and each phase's precision (``pretrain.precision``,
+``transfer.precision``, ``sample.precision``: bf16 autocast), on
 CUDA when a GPU is visible (timed after ``torch.cuda.synchronize``). The two sides of each ratio alternate
 within one process,
 and each ratio is the median over rounds (``--rounds``, 15 by default), printed with its quartiles, so
@@ -38,9 +39,9 @@ from kind_bench.models import null_label
 from kind_bench.train import set_trainable
 
 
-def train_step(model: nn.Module, params: list[nn.Parameter], cfg: Config) -> Callable[[], None]:
+def train_step(model: nn.Module, params: list[nn.Parameter], cfg: Config, precision: str) -> Callable[[], None]:
     """One optimiser step of the shared diffusion loss on a fixed random batch, on the model's device, in
-    the training precision."""
+    ``precision`` (the phase's: ``pretrain.precision`` or ``transfer.precision``)."""
     set_trainable(model, params)
     model.train()
     device = next(model.parameters()).device
@@ -51,7 +52,7 @@ def train_step(model: nn.Module, params: list[nn.Parameter], cfg: Config) -> Cal
     x = torch.randn(n, cfg.data.channels, size, size, generator=generator, device=device)
     y = torch.randint(0, len(cfg.task.target_classes), (n,), generator=generator, device=device)
     null = null_label(model)
-    bf16 = cfg.transfer.precision == "bf16"
+    bf16 = precision == "bf16"
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -72,8 +73,9 @@ def sampling(model: nn.Module, cfg: Config) -> Callable[[], None]:
 
     def run() -> None:
         null = len(cfg.task.target_classes)
-        sample(model, labels, torch.zeros(len(labels), *shape, device=device), scheduler, cfg.sample, null,
-               torch.Generator(device=device).manual_seed(0))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.sample.precision == "bf16"):
+            sample(model, labels, torch.zeros(len(labels), *shape, device=device), scheduler, cfg.sample, null,
+                   torch.Generator(device=device).manual_seed(0))
 
     return run
 
@@ -119,22 +121,27 @@ def measure(cfg: Config, repeats: int = 5, rounds: int = 15) -> dict[str, dict[s
     kind_model = make_ancestry(cfg, "kind").build(target).to(device)
     dense_model = Vanilla(NoOptions()).build(target).to(device)
     results = {"pretrain step (KIND / vanilla)": ratio(
-        train_step(kind_model, list(kind_model.parameters()), cfg),
-        train_step(dense_model, list(dense_model.parameters()), cfg), repeats, rounds)}
+        train_step(kind_model, list(kind_model.parameters()), cfg, cfg.pretrain.precision),
+        train_step(dense_model, list(dense_model.parameters()), cfg, cfg.pretrain.precision), repeats, rounds)}
 
     kind_method = method_class("kind")(method_class("kind").Options())
     full = method_class("full_finetune")(method_class("full_finetune").Options())
     kind_child = kind_method.build(kind_model, target).model.to(device)
     dense_child = full.build(dense_model, target).model.to(device)
     results["transfer step (KIND / full fine-tune)"] = ratio(
-        train_step(kind_child, kind_method.trainable_parameters(kind_child), cfg),
-        train_step(dense_child, full.trainable_parameters(dense_child), cfg), repeats, rounds)
+        train_step(kind_child, kind_method.trainable_parameters(kind_child), cfg, cfg.transfer.precision),
+        train_step(dense_child, full.trainable_parameters(dense_child), cfg, cfg.transfer.precision), repeats, rounds)
 
     kind_child.eval(), dense_child.eval()
     merged = deploy(kind_child, 0, guidance=cfg.sample.guidance_scale > 1)
     results["sampling (merged KIND / dense)"] = ratio(
         sampling(merged, cfg), sampling(dense_child, cfg), max(1, repeats // 5), rounds)
     return results
+
+
+def precisions(cfg: Config) -> dict[str, str]:
+    """The precision each measured phase runs in."""
+    return {"pretrain": cfg.pretrain.precision, "transfer": cfg.transfer.precision, "sample": cfg.sample.precision}
 
 
 def pop_option(args: list[str], name: str) -> str | None:
@@ -166,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(torch_threads(cfg.runtime, per_cell=False))
     print(f"model={cfg.model.name} (hidden {cfg.model.hidden_size}, depth {cfg.model.depth}), "
-          f"batch {cfg.transfer.batch_size}, {device_name(pick_device())}, {cfg.transfer.precision}, "
+          f"batch {cfg.transfer.batch_size}, {device_name(pick_device())}, precision {precisions(cfg)}, "
           f"{torch.get_num_threads()} threads, "
           f"sampler {cfg.sample.scheduler} x{cfg.sample.steps}, guidance {cfg.sample.guidance_scale}")
     rows = {}
@@ -177,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({row['kind_ms']:8.2f} ms vs {row['dense_ms']:8.2f} ms)")
     if out:
         write_json(out, {"model": cfg.model.name, "device": device_name(pick_device()),
-                         "precision": cfg.transfer.precision, "threads": torch.get_num_threads(),
+                         "precision": precisions(cfg), "threads": torch.get_num_threads(),
                          "input": [cfg.data.channels, cfg.data.image_size, cfg.data.image_size], "ratios": rows})
     return 0
 

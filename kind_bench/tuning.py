@@ -43,7 +43,9 @@ def tuning_identity(config: dict[str, Any]) -> str:
     the tuning settings (grids, tasks, seeds, metric) that :data:`~kind_bench.identity.UNIDENTIFYING` leaves
     out of a run's identity."""
     kept = identifying(config, drop=("task", "seed"))
-    kept["transfer"] = {k: v for k, v in kept["transfer"].items() if k != "lr"}
+    kept["transfer"] = {k: v for k, v in kept["transfer"].items() if k not in ("lr", *TRIAL_SETS["transfer"])}
+    for section in ("sample", "eval"):
+        kept[section] = {k: v for k, v in kept[section].items() if k not in TRIAL_SETS[section]}
     kept["tuning"] = {k: v for k, v in config["tuning"].items() if k != "lr_source"}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -64,6 +66,11 @@ def record_path(cfg: Config) -> Path:
     """The tuning record of ``cfg``'s method and config: the published one, or ``adhoc/<identity>/``."""
     path = tuning_path(cfg, str(cfg.method["name"]))
     return path if is_published(cfg) else path.parent / "adhoc" / tuning_identity(as_dict(cfg)) / path.name
+
+
+#: what :func:`trial` sets itself, so that it cannot change a tuning
+TRIAL_SETS = {"transfer": ("snapshots", "checkpoint_every"), "eval": ("split", "draws"),
+              "sample": ("samples_per_class", "snapshot_samples_per_class")}
 
 
 def chosen_lr(cfg: Config, method: str) -> float:

@@ -133,3 +133,8 @@ def test_a_record_from_before_a_field_existed_compares_at_that_fields_default_on
     assert tuning_identity(with_defaults(old)) == tuning_identity(as_dict(compose([])))
     assert tuning_identity(with_defaults(old)) != tuning_identity(as_dict(compose(["sample.precision=bf16"])))
     assert with_defaults({"sample": {"precision": "bf16"}})["sample"]["precision"] == "bf16"  # recorded wins
+    kind = as_dict(compose(["method=kind"]))
+    del kind["method"]["tailors"]  # a method option added later
+    assert with_defaults(kind)["method"] == as_dict(compose(["method=kind"]))["method"]
+    # what a tuning trial sets itself cannot tell two tunings apart
+    assert tuning_identity(as_dict(compose(["eval.draws=5"]))) == tuning_identity(as_dict(compose([])))

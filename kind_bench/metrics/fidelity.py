@@ -262,8 +262,7 @@ class Scorer:
                                    **_extractor(cfg, weights)}, ("isc", "fid", "kid", "prc"))
         self.reference = self.space.features(reference)
         self.reference_is = self.space.inception_score(self.reference)
-        self.dinov2 = FeatureSpace.dinov2(cfg, device) if cfg.dinov2_weights else None
-        self.dinov2_reference = self.dinov2.features(reference) if self.dinov2 else None
+        self.device, self._reference, self._dinov2 = device, reference, None  # DINOv2: on the first call
 
     def quality(self, generated) -> dict[str, float]:
         """The torch-fidelity metrics of ``generated`` against the reference."""
@@ -282,8 +281,12 @@ class Scorer:
         """Every metric of ``generated`` (a tensor or an image set); ``source_ids``: each image's class in
         the source data (for ``class_accuracy`` on tensors)."""
         metrics = self.quality(generated)
-        if self.dinov2 is not None:
-            metrics["fd_dinov2"] = self.dinov2.frechet(self.dinov2.features(generated), self.dinov2_reference)
+        if self.cfg.dinov2_weights:
+            if self._dinov2 is None:
+                space = FeatureSpace.dinov2(self.cfg, self.device)
+                self._dinov2 = (space, space.features(self._reference))
+            space, reference = self._dinov2
+            metrics["fd_dinov2"] = space.frechet(space.features(generated), reference)
         if self.cfg.feature_extractor == "digits_cnn" and torch.is_tensor(generated):
             metrics["class_accuracy"] = class_accuracy(generated, source_ids, self.weights)
         return metrics

@@ -91,8 +91,9 @@ def ensure_writable(folder: str | Path) -> None:
 
 
 def evaluator_identity(cfg: Config, data_sha256: str) -> str:
-    """What decides the evaluator's weights: its settings and the prepared data (whose checksum covers the
-    data config). Results carry the ``evaluator`` section of their config; this makes it true."""
+    """What decides the evaluator's weights: its settings (its seed among them) and the prepared data (whose
+    checksum covers the data config). Results carry the ``evaluator`` section of their config; this makes
+    it true."""
     return f"{digest({'evaluator': as_dict(cfg)['evaluator']})}/{data_sha256[:16]}"
 
 

@@ -27,7 +27,7 @@ def run(cfg: Config) -> str:
     images = torch.cat([DOMAINS[d](train.images) for d in domains])
     labels = train.labels.repeat(len(domains))
     ev = cfg.evaluator
-    model = train_classifier(images, labels, ev.feature_dim, ev.epochs, ev.batch_size, ev.lr, seed=cfg.seed)
+    model = train_classifier(images, labels, ev.feature_dim, ev.epochs, ev.batch_size, ev.lr, seed=ev.seed)
     report = {f"test_accuracy_{d}": accuracy(model, DOMAINS[d](test.images), test.labels) for d in domains}
     save_classifier(evaluator_weights(cfg), model, evaluator_identity(cfg, prepared.record["data_sha256"]))
     pool = target_set(ImageSet(torch.cat([train.images, prepared.val.images]),

@@ -76,12 +76,12 @@ def test_the_pretrained_seeds_cover_every_ancestry_seed_a_cell_or_a_tuning_run_n
 
 @pytest.mark.parametrize("suite", [PARAMS["suite"], PARAMS["classification"]["suite"]])
 def test_every_published_cell_and_ablation_variant_gets_a_verified_tuned_rate(suite, monkeypatch):
-    from kind_bench import ablation
     from kind_bench.methods import compose_cell
 
     monkeypatch.chdir(ROOT)  # the committed tuning records
     grid = PARAMS if suite == PARAMS["suite"] else PARAMS["classification"]
     rates = {m: compose_cell([f"suite={suite}", f"method={m}"]).transfer.lr for m in grid["methods"]}
     assert all(rate > 0 for rate in rates.values())
-    for _, cell in ablation.plans(compose([f"suite={suite}"]), [f"suite={suite}"]):  # variants: the default's rate
-        assert cell.transfer.lr == rates[str(cell.method["name"])]
+    for variant in compose([f"suite={suite}"]).suite.ablation.variants.values():  # the default's rate
+        cell = compose_cell([f"suite={suite}", f"method={variant.method}", *variant.overrides])
+        assert cell.transfer.lr == rates[variant.method]

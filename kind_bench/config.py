@@ -174,6 +174,7 @@ class EvalConfig:
     grid_seed: int = 0  # the seed whose samples are drawn as a picture per method x task
     draws: int = 3  # independent sampling draws of the final model (their sd is the metric's own noise)
     split: str = "test"  # test (reported numbers) | val (tuning: every choice looks only at validation data)
+    reference_limit: int | None = None  # at most this many reference images (a fixed seeded subset); None: all
 
 
 @dataclass
@@ -513,6 +514,9 @@ def _validate_sampling(cfg: Config) -> None:
         raise choices_error("eval.split", ev.split, ("test", "val"))
     for key in ("kid_subset_size", "kid_subsets", "isc_splits", "prc_neighborhood", "draws"):
         _require(getattr(ev, key) >= 1, f"eval.{key}={getattr(ev, key)} must be >= 1")
+    _require(ev.reference_limit is None or ev.reference_limit >= max(2, ev.kid_subset_size),
+             f"eval.reference_limit={ev.reference_limit} must be >= eval.kid_subset_size={ev.kid_subset_size} "
+             "(and >= 2), or null for every reference image")
     smallest = min(sample.samples_per_class, sample.snapshot_samples_per_class) * len(cfg.task.target_classes)
     _require(cfg.track == "classification" or ev.kid_subset_size <= smallest,
              f"eval.kid_subset_size={ev.kid_subset_size} exceeds the smallest draw ({smallest} samples: "

@@ -115,3 +115,14 @@ def test_the_scorer_featurises_its_reference_once_and_equals_torch_fidelitys_cal
     assert scores[1]["kid_digits"] == raw["kernel_inception_distance_mean"]
     assert (scores[1]["precision_digits"], scores[1]["recall_digits"]) == (raw["precision"], raw["recall"])
     assert scores[1]["is_digits"] == raw["inception_score_mean"]
+
+
+def test_a_reference_limit_scores_against_a_fixed_subset(real):
+    import dataclasses
+
+    cfg, train, test, weights = real
+    limited = dataclasses.replace(cfg.eval, reference_limit=100)
+    first, again = (Scorer(test.images, limited, weights, torch.device("cpu")) for _ in range(2))
+    assert first.n_reference == 100 < len(test)
+    assert first.quality(train.images[:150]) == again.quality(train.images[:150])  # the same subset each time
+    assert Scorer(test.images, cfg.eval, weights, torch.device("cpu")).n_reference == len(test)

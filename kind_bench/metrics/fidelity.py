@@ -255,6 +255,10 @@ class Scorer:
     digits evaluator, ``class_accuracy``."""
 
     def __init__(self, reference, cfg: EvalConfig, weights: str | Path | None, device: torch.device) -> None:
+        if cfg.reference_limit is not None and len(reference) > cfg.reference_limit:  # a fixed seeded subset
+            keep = torch.randperm(len(reference), generator=torch.Generator().manual_seed(0))[:cfg.reference_limit]
+            reference = reference[keep.sort().values] if torch.is_tensor(reference) else \
+                reference.subset(keep.sort().values)
         self.cfg, self.weights, self.n_reference = cfg, weights, len(reference)
         self.space = FeatureSpace({"cuda": device.type == "cuda", "isc_splits": cfg.isc_splits,
                                    "kid_subsets": cfg.kid_subsets, "prc_neighborhood": cfg.prc_neighborhood,

@@ -307,8 +307,31 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> Config:
         message = str(exc).strip().splitlines()[0]
         if exc.__cause__ is not None and str(exc.__cause__).strip():
             message += f" ({str(exc.__cause__).strip().splitlines()[0]})"
+        unknown = re.match(r"Could not override '([^']+)'", message)
+        if unknown and "not in struct" in message:
+            message = unknown_key(unknown.group(1))
         raise UserError(message) from None
     return to_config(raw)
+
+
+def unknown_key(key: str) -> str:
+    """One line for an override of a key the schema does not have: the valid keys where it went wrong."""
+    import difflib
+
+    schema: Any = Config
+    parts = key.lstrip("+~").split(".")
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[:depth]) or "the config"
+        if not dataclasses.is_dataclass(schema):  # a method's or ancestry's options: its own config file
+            return f"config key {key} does not exist: the {where} options are in benchmarks/{where}/<name>.yaml"
+        names = [f.name for f in dataclasses.fields(schema)]
+        if part not in names:
+            close = difflib.get_close_matches(part, names, n=1)
+            hint = f" (did you mean {'.'.join([*parts[:depth], close[0]])}?)" if close else ""
+            return f"config key {key} does not exist{hint}; {where} has: {', '.join(sorted(names))}"
+        schema = {f.name: f.type for f in dataclasses.fields(schema)}[part]
+        schema = globals().get(schema, schema) if isinstance(schema, str) else schema
+    return f"config key {key} does not exist"
 
 
 def to_config(raw: DictConfig) -> Config:

@@ -160,6 +160,8 @@ CASES: list[tuple[str, list[str], str, Setup | None]] = [
      "were trained with other evaluator.* settings or data than this call's", None),
     ("a KID subset larger than a draw", ["run", *FULL, "eval.kid_subset_size=31"],
      "eval.kid_subset_size=31 exceeds the smallest draw (30 samples", None),
+    ("a misspelt key", ["run", *FULL, "transfer.stepz=3"],
+     "config key transfer.stepz does not exist (did you mean transfer.steps?); transfer has: batch_size", None),
     ("a class the data does not have", ["run", *FULL, "task.target_classes=[5,6,42]"], "42", None),
     ("a LoRA rank of zero", ["run", *micro("method=lora", ancestry=False), "method.rank=0"],
      "method.lora: rank=0 must be >= 1", None),

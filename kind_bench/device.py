@@ -12,6 +12,11 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast context of a ``precision`` setting (``bf16``: bfloat16 autocast; ``fp32``: off)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def device_name(device: torch.device) -> str:
     """A readable name of the hardware (recorded in every result)."""
     if device.type == "cuda":

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from kind_bench.config import Config, compose, torch_threads
-from kind_bench.device import device_name, pick_device
+from kind_bench.device import autocast, device_name, pick_device
 from kind_bench.diffusion import diffusion_loss, noise_scheduler, sample
 from kind_bench.errors import UserError
 from kind_bench.io import write_json
@@ -52,10 +52,9 @@ def train_step(model: nn.Module, params: list[nn.Parameter], cfg: Config, precis
     x = torch.randn(n, cfg.data.channels, size, size, generator=generator, device=device)
     y = torch.randint(0, len(cfg.task.target_classes), (n,), generator=generator, device=device)
     null = null_label(model)
-    bf16 = precision == "bf16"
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, precision):
             loss = diffusion_loss(model, x, y, scheduler, null, cfg.diffusion.label_dropout, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -73,7 +72,7 @@ def sampling(model: nn.Module, cfg: Config) -> Callable[[], None]:
 
     def run() -> None:
         null = len(cfg.task.target_classes)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.sample.precision == "bf16"):
+        with autocast(device, cfg.sample.precision):
             sample(model, labels, torch.zeros(len(labels), *shape, device=device), scheduler, cfg.sample, null,
                    torch.Generator(device=device).manual_seed(0))
 

@@ -18,6 +18,7 @@ from torch import nn
 from kind_bench.checkpoint import LoopState, load_checkpoint, save_checkpoint
 from kind_bench.config import RuntimeConfig, TrainConfig
 from kind_bench.data.latents import PosteriorSet
+from kind_bench.device import autocast
 from kind_bench.distributed import average_gradients, barrier, world
 from kind_bench.distributed import mean as distributed_mean
 from kind_bench.errors import UserError
@@ -201,7 +202,7 @@ def train(
         enable_grad_checkpointing(model)
     forward = torch.compile(model) if runtime is not None and runtime.compile else model
     ema = Ema(params, cfg.ema) if cfg.ema else None
-    autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    precision = partial(autocast, device, cfg.precision)
     generator = torch.Generator(device=device).manual_seed(seed)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, cfg))
@@ -213,7 +214,7 @@ def train(
     def batch_loss() -> torch.Tensor:
         index = torch.randint(0, len(labels), (cfg.batch_size,), generator=generator, device=device)
         inputs = images.draw(index, generator) if hasattr(images, "draw") else images[index]
-        with autocast():
+        with precision():
             return objective(forward, inputs, labels[index], generator)
 
     loop = LoopState()

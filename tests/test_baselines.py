@@ -281,3 +281,20 @@ def test_a_peft_tuner_with_shared_state_works_through_the_peft_base_class(vanill
     assert names and all("vera_lambda" in n or "class_embedder" in n for n in names)
     with torch.no_grad():  # VeRA's lambda_b starts at 0: the model starts as the ancestry
         torch.testing.assert_close(model(**batch()).sample, reference(vanilla, 7)(**batch()).sample)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_runs_its_steps_in_the_configured_precision(vanilla, precision):
+    from kind_bench.config import DiffusionConfig, TrainConfig
+    from kind_bench.diffusion import DiffusionObjective
+    from kind_bench.methods import Phase
+    from kind_bench.train import train
+
+    model = copy.deepcopy(vanilla)
+    table = class_embedders(model)[0].embedding_table.weight
+    seen: list[bool] = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(torch.is_autocast_enabled("cpu")))
+    train(model, [Phase(1.0, [table])], torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,)),
+          TrainConfig(steps=2, batch_size=4, precision=precision), DiffusionObjective(DiffusionConfig(), 3), seed=0)
+    steps = seen[:2]  # the two training steps (a FLOP count after training runs outside autocast)
+    assert steps == [precision == "bf16"] * 2

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from kind_bench.config import Config, as_dict, with_defaults
 from kind_bench.data import FileSet, ImageSet, load_prepared, target_set
+from kind_bench.device import autocast
 from kind_bench.diffusion import noise_scheduler, sample
 from kind_bench.distributed import gather_rows, is_main, world
 from kind_bench.errors import UserError
@@ -86,13 +87,12 @@ def generate(model: nn.Module, classes: list[int], per_class: int, seed: int, cf
     rank, size = world() if collective else (0, 1)
     merged = cfg.sample.merged and hasattr(model, "kind_gate")
     groups = [[c] for c in classes] if merged or cfg.sample.by_class else [classes]
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.sample.precision == "bf16")
     done, parts = [], []
     for group in groups:
         net = deploy(model, group[0], guided) if merged else model
         mine = torch.nonzero(torch.isin(labels, torch.tensor(group, device=device))).flatten()[rank::size]
         for index in mine.split(cfg.sample.batch_size):
-            with autocast:
+            with autocast(device, cfg.sample.precision):
                 x = sample(net, labels[index], noise[index], scheduler, cfg.sample, null, generator,
                            progress=show_progress(cfg.quiet))
             done.append(index)

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import math
 import statistics
 from pathlib import Path
@@ -32,7 +30,7 @@ import pandas as pd
 
 from kind_bench.config import Config, TaskConfig, as_dict, compose, config_dir, with_defaults
 from kind_bench.errors import UserError
-from kind_bench.identity import identifying
+from kind_bench.identity import digest, identifying
 from kind_bench.io import atomic_path, read_json, write_json
 from kind_bench.metrics import DIRECTION, primary_metric
 from kind_bench.paths import Cell, result_path, tuning_path
@@ -46,8 +44,8 @@ def tuning_identity(config: dict[str, Any]) -> str:
     kept["transfer"] = {k: v for k, v in kept["transfer"].items() if k not in ("lr", *TRIAL_SETS["transfer"])}
     for section in ("sample", "eval"):
         kept[section] = {k: v for k, v in kept[section].items() if k not in TRIAL_SETS[section]}
-    kept["tuning"] = {k: v for k, v in config["tuning"].items() if k != "lr_source"}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    kept["tuning_settings"] = {k: v for k, v in config["tuning"].items() if k != "lr_source"}  # not UNIDENTIFYING
+    return digest(kept)
 
 
 @functools.cache

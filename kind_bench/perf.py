@@ -8,8 +8,8 @@ it is 1 + N_T (in + out) / (in out)), and their targets:
 2. KIND transfer step / full fine-tune step (each with its own trainable set): target <= 1.0;
 3. merged-KIND sampling / dense sampling (one class, classifier-free guidance): target <= 1.02.
 
-Steps use the training optimizer (fused AdamW) and each phase's precision (``pretrain.precision``,
-``transfer.precision``, ``sample.precision``: bf16 autocast), on
+Steps use the training optimizer (fused AdamW) and each phase's batch size and precision
+(``pretrain.*`` for the ancestry's classes, ``transfer.*`` for the task's; ``sample.precision``), on
 CUDA when a GPU is visible (timed after ``torch.cuda.synchronize``). The two sides of each ratio alternate
 within one process,
 and each ratio is the median over rounds (``--rounds``, 15 by default), printed with its quartiles, so
@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from kind_bench.config import Config, compose, torch_threads
+from kind_bench.config import Config, TrainConfig, compose, torch_threads
 from kind_bench.device import autocast, device_name, pick_device
 from kind_bench.diffusion import diffusion_loss, noise_scheduler, sample
 from kind_bench.errors import UserError
@@ -39,22 +39,24 @@ from kind_bench.models import null_label
 from kind_bench.train import set_trainable
 
 
-def train_step(model: nn.Module, params: list[nn.Parameter], cfg: Config, precision: str) -> Callable[[], None]:
-    """One optimiser step of the shared diffusion loss on a fixed random batch, on the model's device, in
-    ``precision`` (the phase's: ``pretrain.precision`` or ``transfer.precision``)."""
+def train_step(model: nn.Module, params: list[nn.Parameter], cfg: Config, phase: TrainConfig,
+               num_classes: int) -> Callable[[], None]:
+    """One optimiser step of the shared diffusion loss on a fixed random batch of the phase's size
+    (``cfg.pretrain`` or ``cfg.transfer``: its ``batch_size`` and ``precision``) over ``num_classes`` labels,
+    on the model's device."""
     set_trainable(model, params)
     model.train()
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)
     scheduler = noise_scheduler(cfg.diffusion)
     generator = torch.Generator(device=device).manual_seed(0)
-    n, size = cfg.transfer.batch_size, cfg.data.image_size
+    n, size = phase.batch_size, cfg.data.image_size
     x = torch.randn(n, cfg.data.channels, size, size, generator=generator, device=device)
-    y = torch.randint(0, len(cfg.task.target_classes), (n,), generator=generator, device=device)
+    y = torch.randint(0, num_classes, (n,), generator=generator, device=device)
     null = null_label(model)
 
     def step() -> None:
-        with autocast(device, precision):
+        with autocast(device, phase.precision):
             loss = diffusion_loss(model, x, y, scheduler, null, cfg.diffusion.label_dropout, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -116,20 +118,24 @@ def measure(cfg: Config, repeats: int = 5, rounds: int = 15) -> dict[str, dict[s
     """The three ratios of the module docstring."""
     torch.manual_seed(0)
     device = pick_device()
-    target = Target(len(cfg.task.target_classes), cfg.model.depth, cfg.model, cfg.data.channels, cfg.data.image_size)
-    kind_model = make_ancestry(cfg, "kind").build(target).to(device)
-    dense_model = Vanilla(NoOptions()).build(target).to(device)
+    ancestry_classes, target_classes = len(cfg.suite.ancestry_classes), len(cfg.task.target_classes)
+    shape = (cfg.model.depth, cfg.model, cfg.data.channels, cfg.data.image_size)
+    ancestry, target = Target(ancestry_classes, *shape), Target(target_classes, *shape)
+    kind_model = make_ancestry(cfg, "kind").build(ancestry).to(device)
+    dense_model = Vanilla(NoOptions()).build(ancestry).to(device)
     results = {"pretrain step (KIND / vanilla)": ratio(
-        train_step(kind_model, list(kind_model.parameters()), cfg, cfg.pretrain.precision),
-        train_step(dense_model, list(dense_model.parameters()), cfg, cfg.pretrain.precision), repeats, rounds)}
+        train_step(kind_model, list(kind_model.parameters()), cfg, cfg.pretrain, ancestry_classes),
+        train_step(dense_model, list(dense_model.parameters()), cfg, cfg.pretrain, ancestry_classes),
+        repeats, rounds)}
 
     kind_method = method_class("kind")(method_class("kind").Options())
     full = method_class("full_finetune")(method_class("full_finetune").Options())
     kind_child = kind_method.build(kind_model, target).model.to(device)
     dense_child = full.build(dense_model, target).model.to(device)
     results["transfer step (KIND / full fine-tune)"] = ratio(
-        train_step(kind_child, kind_method.trainable_parameters(kind_child), cfg, cfg.transfer.precision),
-        train_step(dense_child, full.trainable_parameters(dense_child), cfg, cfg.transfer.precision), repeats, rounds)
+        train_step(kind_child, kind_method.trainable_parameters(kind_child), cfg, cfg.transfer, target_classes),
+        train_step(dense_child, full.trainable_parameters(dense_child), cfg, cfg.transfer, target_classes),
+        repeats, rounds)
 
     kind_child.eval(), dense_child.eval()
     merged = deploy(kind_child, 0, guidance=cfg.sample.guidance_scale > 1)
@@ -141,6 +147,11 @@ def measure(cfg: Config, repeats: int = 5, rounds: int = 15) -> dict[str, dict[s
 def precisions(cfg: Config) -> dict[str, str]:
     """The precision each measured phase runs in."""
     return {"pretrain": cfg.pretrain.precision, "transfer": cfg.transfer.precision, "sample": cfg.sample.precision}
+
+
+def batch_sizes(cfg: Config) -> dict[str, int]:
+    """The batch size each measured training phase runs at."""
+    return {"pretrain": cfg.pretrain.batch_size, "transfer": cfg.transfer.batch_size}
 
 
 def pop_option(args: list[str], name: str) -> str | None:
@@ -172,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(torch_threads(cfg.runtime, per_cell=False))
     print(f"model={cfg.model.name} (hidden {cfg.model.hidden_size}, depth {cfg.model.depth}), "
-          f"batch {cfg.transfer.batch_size}, {device_name(pick_device())}, precision {precisions(cfg)}, "
+          f"batch {batch_sizes(cfg)}, {device_name(pick_device())}, precision {precisions(cfg)}, "
           f"{torch.get_num_threads()} threads, "
           f"sampler {cfg.sample.scheduler} x{cfg.sample.steps}, guidance {cfg.sample.guidance_scale}")
     rows = {}
@@ -183,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
               f"({row['kind_ms']:8.2f} ms vs {row['dense_ms']:8.2f} ms)")
     if out:
         write_json(out, {"model": cfg.model.name, "device": device_name(pick_device()),
-                         "precision": precisions(cfg), "threads": torch.get_num_threads(),
+                         "precision": precisions(cfg), "batch_size": batch_sizes(cfg),
+                         "threads": torch.get_num_threads(),
                          "input": [cfg.data.channels, cfg.data.image_size, cfg.data.image_size], "ratios": rows})
     return 0
 

@@ -47,18 +47,21 @@ def test_one_round_gives_a_ratio_with_no_spread():
     assert row["ratio_q1"] == row["ratio"] == row["ratio_q3"] > 0
 
 
-def test_perf_steps_run_in_the_training_precision(tmp_path, monkeypatch):
+def test_perf_steps_run_in_each_phases_precision_and_batch_size(tmp_path, monkeypatch):
     import torch
 
     from kind_bench import perf
 
-    seen: list[bool] = []
+    seen: list[tuple[bool, int]] = []  # (autocast on, batch size) of every step
     real = perf.diffusion_loss
     monkeypatch.setattr(perf, "diffusion_loss",
-                        lambda *a, **k: seen.append(torch.is_autocast_enabled("cpu")) or real(*a, **k))
+                        lambda *a, **k: seen.append((torch.is_autocast_enabled("cpu"), len(a[1]))) or real(*a, **k))
     out = tmp_path / "perf.json"
-    assert perf.main(["pretrain.precision=bf16", "sample.samples_per_class=2", "eval.kid_subset_size=2",
+    assert perf.main(["pretrain.precision=bf16", "pretrain.batch_size=6", "transfer.batch_size=4",
+                      "sample.samples_per_class=2", "eval.kid_subset_size=2",
                       "--rounds", "1", "--repeats", "1", "--json", str(out)]) == 0
-    pretrain = seen.index(False)  # the pre-training steps come first, then the transfer steps
-    assert pretrain > 0 and all(seen[:pretrain]) and not any(seen[pretrain:])
-    assert json.loads(out.read_text())["precision"] == {"pretrain": "bf16", "transfer": "fp32", "sample": "fp32"}
+    pretrain = seen.index((False, 4))  # the pre-training steps come first, then the transfer steps
+    assert pretrain > 0 and set(seen[:pretrain]) == {(True, 6)} and set(seen[pretrain:]) == {(False, 4)}
+    table = json.loads(out.read_text())
+    assert table["precision"] == {"pretrain": "bf16", "transfer": "fp32", "sample": "fp32"}
+    assert table["batch_size"] == {"pretrain": 6, "transfer": 4}

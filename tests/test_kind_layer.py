@@ -281,3 +281,30 @@ def test_gradient_checkpointing_recomputes_blocks_with_the_formed_learngene_weig
     checkpointed = _learngene_grads(model)
     for a, b in zip(checkpointed, plain, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_a_model_trained_with_gradient_checkpointing_deploys_to_the_same_function():
+    from kind_bench.kind.decompose import deploy
+    from kind_bench.train import enable_grad_checkpointing
+
+    model = _kind_dit()
+    model.train()
+    enable_grad_checkpointing(model)
+    _learngene_grads(model)  # leaves each layer the W_G its recomputing backward used (with its graph)
+    model.requires_grad_(False)
+    model.eval()
+    dense = deploy(model, 0, guidance=False)  # a copy: a W_G with autograd history cannot be deep-copied
+    x, t, y = torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.tensor([3, 7]), torch.tensor([0, 0])
+    torch.testing.assert_close(dense(x, t, class_labels=y).sample, model(x, t, class_labels=y).sample)
+
+
+def test_a_weight_cached_under_bf16_autocast_serves_a_full_precision_call():
+    _, layer, gate = make_layer()
+    layer.requires_grad_(False)  # frozen learngenes: W_G is cached
+    x = torch.randn(4, 3, IN)
+    gate.set_labels(torch.tensor([0, 1, 2, 3]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        layer(x)  # sampling in bf16 forms the cache
+    y = layer(x)  # then a full-precision call (e.g. the FLOP count) reuses it
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, reference_forward(layer, x, gate.active))

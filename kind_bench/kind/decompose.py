@@ -57,6 +57,8 @@ def deploy(model: nn.Module, class_id: int, guidance: bool) -> nn.Module:
     Without guidance every KindLinear becomes ``merge(class_id)``; with guidance it becomes a
     :class:`GuidedPairLinear` of ``merge(class_id)`` and ``merge(null)`` for the [cond; uncond] batch.
     """
+    for _, layer in kind_layers(model):  # a W_G left for a recomputing backward holds its graph: not copied
+        layer.release_learngene_weight()
     dense = copy.deepcopy(model)
     null = null_label(dense)
     for name, layer in kind_layers(dense):

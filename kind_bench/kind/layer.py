@@ -170,22 +170,23 @@ class KindLinear(nn.Module):
 
     def learngene_weight(self) -> torch.Tensor:
         """W_G = U_G diag(sigma_G) V_G^T: the one :func:`form_learngene_weights` left for the current
-        learngenes, else formed here; cached while the learngenes are frozen."""
-        training = self.learngenes_train()
+        learngenes when gradients must reach them, else formed here; a W_G without autograd history is
+        cached (in the parameters' dtype, whatever autocast is on) until a learngene changes."""
+        with_graph = self.learngenes_train() and torch.is_grad_enabled()
         if self._cache is not None and self._cache[0] == self.learngene_key():
             weight = self._cache[1]
-            if weight.requires_grad or not (training and torch.is_grad_enabled()):  # else: no path to the learngenes
+            if weight.requires_grad == with_graph:
                 return weight
-        if training:
+        if with_graph:
             self._cache = None
             return (self.U_G * self.sigma_G) @ self.V_G.T
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(self.U_G.device.type, enabled=False):
             self._cache = (self.learngene_key(), (self.U_G * self.sigma_G) @ self.V_G.T)
         return self._cache[1]
 
     def release_learngene_weight(self) -> None:
-        """Drop a W_G of training learngenes (kept only for the forward pass that formed it)."""
-        if self.learngenes_train():
+        """Drop a W_G with autograd history (kept only for the forward and backward pass that formed it)."""
+        if self._cache is not None and self._cache[1].requires_grad:
             self._cache = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -129,8 +129,16 @@ class Ema:
 
 
 def enable_grad_checkpointing(model: nn.Module) -> None:
-    """Recompute block activations in the backward pass (diffusers' and timm's own switches)."""
+    """Recompute block activations in the backward pass (diffusers' and timm's own switches). Refused for a
+    label-gated KIND ViT: its routed passes open the gate around each forward (``gate.labels``), so a block
+    recomputed in the backward pass would not see the labels of the pass it belongs to."""
+    from kind_bench.models import DIT, arch_of
+
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    gate = getattr(base, "kind_gate", None)
+    if gate is not None and not gate.open_all and arch_of(base) is not DIT:
+        raise UserError("runtime.grad_checkpointing=true cannot train a label-gated KIND ViT (a recomputed block "
+                        "would not see its own pass's labels): set runtime.grad_checkpointing=false")
     base.recomputes_blocks = True  # what a forward leaves for the backward must outlive it (KIND's W_G)
     if hasattr(base, "enable_gradient_checkpointing"):
         base.enable_gradient_checkpointing()

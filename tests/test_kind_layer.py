@@ -308,3 +308,17 @@ def test_a_weight_cached_under_bf16_autocast_serves_a_full_precision_call():
     y = layer(x)  # then a full-precision call (e.g. the FLOP count) reuses it
     assert y.dtype == torch.float32
     torch.testing.assert_close(y, reference_forward(layer, x, gate.active))
+
+
+def test_gradient_checkpointing_is_refused_for_a_label_gated_kind_vit():
+    from kind_bench.config import compose
+    from kind_bench.errors import UserError
+    from kind_bench.methods import Target, make_ancestry
+    from kind_bench.train import enable_grad_checkpointing
+
+    cfg = compose(["suite=digits_cls", "ancestry=kind"])
+    target = Target(4, cfg.model.depth, cfg.model, cfg.data.channels, cfg.data.image_size)
+    vit = make_ancestry(cfg, "kind").build(target)
+    assert not vit.kind_gate.open_all  # routed by its own prediction: two passes with different labels
+    with pytest.raises(UserError, match="runtime.grad_checkpointing=true cannot train a label-gated KIND ViT"):
+        enable_grad_checkpointing(vit)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kind_bench.device import pick_device
 from kind_bench.errors import UserError
 from kind_bench.identity import EVALUATION_ONLY, identifying
 from kind_bench.io import checksum, load_metadata, load_tensors, save_tensors, split_state, state_tensors
@@ -28,14 +29,17 @@ from kind_bench.io import checksum, load_metadata, load_tensors, save_tensors, s
 
 def fingerprint(config: dict[str, Any], phase: str, *sources: type | str, resumable: bool = False) -> str:
     """A stable hash of what determines a training run: the config (minus what only shapes evaluation
-    or output), the phase, the torch thread count, the number of processes, and the code and inputs
+    or output), the phase, the device type (a CUDA run neither resumes a CPU checkpoint, whose generator
+    state it cannot take, nor counts a CPU run as its own), the torch thread count, the number of
+    processes, and the code and inputs
     (:func:`code_digest`: pass the method's class and the checksums of the prepared data and the ancestry).
     ``resumable`` leaves the number of processes out: a checkpoint resumes under any world size (the
     batches are the same, see :mod:`kind_bench.distributed`)."""
     from kind_bench.distributed import world
 
     relevant = identifying(config, drop=EVALUATION_ONLY)
-    relevant["runtime"] = {"threads": torch.get_num_threads(), **({} if resumable else {"world_size": world()[1]})}
+    relevant["runtime"] = {"device": pick_device().type, "threads": torch.get_num_threads(),
+                           **({} if resumable else {"world_size": world()[1]})}
     text = json.dumps({"phase": phase, "config": relevant, "code": code_digest(*sources)}, sort_keys=True,
                       default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -108,3 +108,13 @@ def test_run_does_not_retrain_a_finished_cell_but_reevaluates_it(in_workspace, c
     assert main(["run", *overrides, "transfer.lr=1e-3"]) == 0  # a training setting: retrained
     assert "up to date" not in capsys.readouterr().out
     assert record.read_text() != trained
+
+
+def test_a_checkpoint_written_on_another_device_type_is_not_resumed(monkeypatch):
+    from kind_bench import checkpoint
+
+    config = {"seed": 0, "transfer": {"steps": 10}}
+    on_cpu = checkpoint.fingerprint(config, "transfer", resumable=True)
+    monkeypatch.setattr(checkpoint, "pick_device", lambda: torch.device("cuda"))  # a CUDA generator's state differs
+    assert checkpoint.fingerprint(config, "transfer", resumable=True) != on_cpu
+    assert checkpoint.fingerprint(config, "transfer") != checkpoint.fingerprint(config, "transfer", resumable=True)

@@ -12,6 +12,12 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def use_tf32(device: torch.device, enabled: bool) -> None:
+    """TF32 matmuls and convolutions on CUDA as ``runtime.tf32`` says (nothing to set elsewhere)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+
+
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """The autocast context of a ``precision`` setting (``bf16``: bfloat16 autocast; ``fp32``: off)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

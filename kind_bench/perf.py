@@ -10,7 +10,8 @@ it is 1 + N_T (in + out) / (in out)), and their targets:
 
 Steps use the training optimizer (fused AdamW) and each phase's batch size and precision
 (``pretrain.*`` for the ancestry's classes, ``transfer.*`` for the task's; ``sample.precision``), on
-CUDA when a GPU is visible (timed after ``torch.cuda.synchronize``). The two sides of each ratio alternate
+CUDA when a GPU is visible (timed after ``torch.cuda.synchronize``, TF32 as ``runtime.tf32`` says, as in
+training). The two sides of each ratio alternate
 within one process,
 and each ratio is the median over rounds (``--rounds``, 15 by default), printed with its quartiles, so
 that drift on a shared machine cancels and what is left of it shows. Absolute times are
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 
 from kind_bench.config import Config, TrainConfig, compose, torch_threads
-from kind_bench.device import autocast, device_name, pick_device
+from kind_bench.device import autocast, device_name, pick_device, use_tf32
 from kind_bench.diffusion import diffusion_loss, noise_scheduler, sample
 from kind_bench.errors import UserError
 from kind_bench.io import write_json
@@ -118,6 +119,7 @@ def measure(cfg: Config, repeats: int = 5, rounds: int = 15) -> dict[str, dict[s
     """The three ratios of the module docstring."""
     torch.manual_seed(0)
     device = pick_device()
+    use_tf32(device, cfg.runtime.tf32)  # as training runs
     ancestry_classes, target_classes = len(cfg.suite.ancestry_classes), len(cfg.task.target_classes)
     shape = (cfg.model.depth, cfg.model, cfg.data.channels, cfg.data.image_size)
     ancestry, target = Target(ancestry_classes, *shape), Target(target_classes, *shape)

@@ -52,12 +52,15 @@ def test_perf_steps_run_in_each_phases_precision_and_batch_size(tmp_path, monkey
 
     from kind_bench import perf
 
+    tf32: list[bool] = []
+    monkeypatch.setattr(perf, "use_tf32", lambda device, enabled: tf32.append(enabled))  # as training sets it
+
     seen: list[tuple[bool, int]] = []  # (autocast on, batch size) of every step
     real = perf.diffusion_loss
     monkeypatch.setattr(perf, "diffusion_loss",
                         lambda *a, **k: seen.append((torch.is_autocast_enabled("cpu"), len(a[1]))) or real(*a, **k))
     out = tmp_path / "perf.json"
-    assert perf.main(["pretrain.precision=bf16", "pretrain.batch_size=6", "transfer.batch_size=4",
+    assert perf.main(["pretrain.precision=bf16", "pretrain.batch_size=6", "transfer.batch_size=4", "runtime.tf32=false",
                       "sample.samples_per_class=2", "eval.kid_subset_size=2",
                       "--rounds", "1", "--repeats", "1", "--json", str(out)]) == 0
     pretrain = seen.index((False, 4))  # the pre-training steps come first, then the transfer steps
@@ -65,3 +68,4 @@ def test_perf_steps_run_in_each_phases_precision_and_batch_size(tmp_path, monkey
     table = json.loads(out.read_text())
     assert table["precision"] == {"pretrain": "bf16", "transfer": "fp32", "sample": "fp32"}
     assert table["batch_size"] == {"pretrain": 6, "transfer": 4}
+    assert tf32 == [False]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from kind_bench.config import Config, as_dict
-from kind_bench.device import pick_device
+from kind_bench.device import pick_device, use_tf32
 from kind_bench.errors import UserError
 from kind_bench.identity import ancestry_identity, digest, is_canonical_ancestry
 from kind_bench.io import load_metadata, load_module, load_tensors
@@ -23,8 +23,7 @@ from kind_bench.paths import ancestry_seed, ancestry_weights, evaluator_weights
 def setup(cfg: Config) -> tuple[torch.device, PixelCodec | VaeCodec]:
     """The device (CUDA when present, with TF32 as ``runtime.tf32`` says) and the pixel or latent codec."""
     device = pick_device()
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.runtime.tf32
+    use_tf32(device, cfg.runtime.tf32)
     return device, make_codec(cfg.model.vae_path, cfg.data.channels, cfg.data.image_size, device)
 
 

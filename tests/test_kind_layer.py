@@ -322,3 +322,25 @@ def test_gradient_checkpointing_is_refused_for_a_label_gated_kind_vit():
     assert not vit.kind_gate.open_all  # routed by its own prediction: two passes with different labels
     with pytest.raises(UserError, match="runtime.grad_checkpointing=true cannot train a label-gated KIND ViT"):
         enable_grad_checkpointing(vit)
+
+
+def test_torch_compile_traces_the_layer_without_graph_breaks_or_a_recompile_per_step():
+    from torch._dynamo.utils import counters
+
+    _, layer, gate = make_layer()
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(layer, backend="eager")  # Dynamo's tracing only: what breaks graphs, no codegen
+    x = torch.randn(4, 3, IN)
+    for step in range(6):
+        layer.requires_grad_(step >= 3)  # transfer (frozen learngenes), then pre-training
+        gate.set_labels(torch.randint(0, CLASSES + 1, (4,), generator=torch.Generator().manual_seed(step)))
+        y = compiled(x)
+        torch.testing.assert_close(y, reference_forward(layer, x, gate.active))
+        if step >= 3:
+            y.sum().backward()
+        with torch.no_grad():
+            layer.sigma_G.mul_(1.1)  # an optimiser step changes the learngenes
+    assert not counters["graph_break"]
+    assert counters["stats"]["unique_graphs"] == 2  # one per requires_grad state, not one per step
+    torch._dynamo.reset()

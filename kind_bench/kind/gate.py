@@ -95,6 +95,8 @@ class ClassGate(nn.Module):
     def columns(self, tokens: int) -> torch.Tensor:
         """The active masks per token, transposed: (n_tailors, B * tokens), column ``b * tokens + t`` for
         token ``t`` of sample ``b`` (computed once per batch and token count, shared by every layer)."""
+        if torch.compiler.is_compiling():  # traced into the graph: a Python-side cache would break it each batch
+            return self.active.T.repeat_interleave(tokens, dim=1)
         if self._columns is None or self._columns[0] is not self.active or self._columns[1] != tokens:
             self._columns = (self.active, tokens, self.active.T.repeat_interleave(tokens, dim=1))
         return self._columns[2]

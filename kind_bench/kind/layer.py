@@ -172,6 +172,8 @@ class KindLinear(nn.Module):
         """W_G = U_G diag(sigma_G) V_G^T: the one :func:`form_learngene_weights` left for the current
         learngenes when gradients must reach them, else formed here; a W_G without autograd history is
         cached (in the parameters' dtype, whatever autocast is on) until a learngene changes."""
+        if torch.compiler.is_compiling():  # traced into the graph: a Python-side cache would break it each call
+            return (self.U_G * self.sigma_G) @ self.V_G.T
         with_graph = self.learngenes_train() and torch.is_grad_enabled()
         if self._cache is not None and self._cache[0] == self.learngene_key():
             weight = self._cache[1]
@@ -233,6 +235,8 @@ def form_learngene_weights(layers: list[KindLinear]) -> None:
     Each layer keeps its W_G for the current learngenes (:meth:`KindLinear.learngene_weight` checks their
     versions) until :meth:`KindLinear.release_learngene_weight`.
     """
+    if torch.compiler.is_compiling():  # each layer forms its own inside the compiled graph
+        return
     groups: dict[tuple, list[KindLinear]] = {}
     for layer in layers:
         if layer.learngenes_train():

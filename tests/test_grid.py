@@ -85,3 +85,20 @@ def test_every_published_cell_and_ablation_variant_gets_a_verified_tuned_rate(su
     for variant in compose([f"suite={suite}"]).suite.ablation.variants.values():  # the default's rate
         cell = compose_cell([f"suite={suite}", f"method={variant.method}", *variant.overrides])
         assert cell.transfer.lr == rates[variant.method]
+
+
+def test_every_option_of_the_sections_in_the_base_config_can_be_set_on_the_command_line():
+    import dataclasses
+
+    from kind_bench.config import Config
+
+    base = yaml.safe_load((ROOT / "benchmarks/config.yaml").read_text())
+    transfer_only = {"pretrain.final_layer"}
+    missing = [f"{section.name}.{option.name}" for section in dataclasses.fields(Config)
+               if isinstance(base.get(section.name), dict)
+               for option in dataclasses.fields(section.default_factory)
+               if option.name not in base[section.name]]
+    assert set(missing) == transfer_only  # any other would be refused: "config key ... does not exist"
+    cfg = compose(["sample.merged=false", "transfer.weight_decay=0.1", "eval.dinov2_arch=vit_base_patch14_dinov2"])
+    assert (cfg.sample.merged, cfg.transfer.weight_decay, cfg.eval.dinov2_arch) == (False, 0.1,
+                                                                                    "vit_base_patch14_dinov2")

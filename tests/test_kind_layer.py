@@ -254,7 +254,7 @@ def test_a_formed_learngene_weight_is_what_the_layer_uses_until_its_learngenes_c
     form_learngene_weights(layers)
     first = layers[0]
     formed = first.learngene_weight()
-    assert formed.requires_grad and all(layer.learngene_weight() is layer._cache[1] for layer in layers)
+    assert formed.requires_grad and all(layer.learngene_weight() is layer._cache.weight for layer in layers)
     torch.testing.assert_close(formed, (first.U_G * first.sigma_G) @ first.V_G.T, rtol=1e-12, atol=1e-12)
     with torch.no_grad():
         first.sigma_G.mul_(2)  # an optimiser step: the formed weight is stale
@@ -322,6 +322,9 @@ def test_gradient_checkpointing_is_refused_for_a_label_gated_kind_vit():
     assert not vit.kind_gate.open_all  # routed by its own prediction: two passes with different labels
     with pytest.raises(UserError, match="runtime.grad_checkpointing=true cannot train a label-gated KIND ViT"):
         enable_grad_checkpointing(vit)
+    vit.kind_gate.mode = "open"  # every tailor open: no labels to lose
+    enable_grad_checkpointing(vit)
+    assert vit.recomputes_blocks
 
 
 def test_torch_compile_traces_the_layer_without_graph_breaks_or_a_recompile_per_step():
@@ -344,3 +347,55 @@ def test_torch_compile_traces_the_layer_without_graph_breaks_or_a_recompile_per_
     assert not counters["graph_break"]
     assert counters["stats"]["unique_graphs"] == 2  # one per requires_grad state, not one per step
     torch._dynamo.reset()
+
+
+def test_torch_compile_traces_a_pretraining_kind_dit_without_graph_breaks_or_a_recompile_per_step():
+    from torch._dynamo.utils import counters
+
+    model = _kind_dit(torch.float32)
+    model.train()
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(model, backend="eager")  # the forward pre-hooks that form W_G are traced too
+    x, t = torch.randn(4, 1, 8, 8), torch.tensor([1, 5, 9, 20])
+    for step in range(4):
+        y = torch.randint(0, 5, (4,), generator=torch.Generator().manual_seed(step))
+        compiled(x, t, class_labels=y).sample.pow(2).mean().backward()
+    assert not counters["graph_break"]
+    assert counters["stats"]["unique_graphs"] <= 2  # the first call's, and at most one recompile, not one per step
+    torch._dynamo.reset()
+
+
+def test_training_learngenes_are_never_served_a_weight_from_before_a_fused_adamw_step():
+    _, layer, gate = make_layer()
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=0.1, fused=True)  # updates in place, versions unchanged
+    compiled = torch.compile(layer, backend="eager")  # a compiled step forms its own W_G, in the graph
+    x = torch.randn(4, 3, IN)
+    gate.set_labels(torch.tensor([0, 1, 2, 3]))
+    with torch.no_grad():
+        layer(x)  # an evaluation pass while the learngenes train
+    for _ in range(2):
+        optimizer.zero_grad()
+        compiled(x).pow(2).sum().backward()
+        optimizer.step()
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), reference_forward(layer, x, gate.active))
+    torch._dynamo.reset()
+
+
+def test_frozen_after_a_checkpointed_training_step_the_model_uses_the_updated_learngenes():
+    from kind_bench.kind.decompose import deploy
+    from kind_bench.train import enable_grad_checkpointing
+
+    model = _kind_dit()
+    model.train()
+    enable_grad_checkpointing(model)  # the forward's W_G outlives it, for the recomputing backward
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.05, fused=True)
+    x, t, y = torch.randn(4, 1, 8, 8, dtype=torch.float64), torch.tensor([1, 5, 9, 20]), torch.zeros(4, dtype=int)
+    model(x, t, class_labels=y).sample.pow(2).mean().backward()
+    optimizer.step()
+    model.requires_grad_(False)  # the next phase (or evaluation) freezes the learngenes
+    with torch.no_grad():
+        frozen = model(x, t, class_labels=y).sample
+        merged = deploy(model, 0, guidance=False)  # dense weights formed from the parameters themselves
+        torch.testing.assert_close(frozen, merged(x, t, class_labels=y).sample)

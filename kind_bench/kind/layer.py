@@ -20,6 +20,8 @@ above (tested in float64).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -82,6 +84,16 @@ class GatedLinearFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_b, grad_v, grad_u, grad_sigma, None
 
 
+@dataclass(frozen=True)
+class LearngeneWeight:
+    """A formed W_G: the learngenes' versions it was formed from (:meth:`KindLinear.learngene_key`), and
+    whether it belongs to one forward pass (:func:`form_learngene_weights`) rather than frozen learngenes."""
+
+    key: tuple[int, ...]
+    weight: torch.Tensor
+    per_forward: bool
+
+
 class KindLinear(nn.Module):
     """A linear layer stored as learngene and tailor rank-1 components."""
 
@@ -103,7 +115,7 @@ class KindLinear(nn.Module):
         self.V_T = nn.Parameter(torch.empty(in_features, n_tailors))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.__dict__["gate"] = gate  # shared, registered once on the model (not a child of each layer)
-        self._cache: tuple[tuple[int, ...], torch.Tensor] | None = None
+        self._cache: LearngeneWeight | None = None
 
     @property
     def n_learngenes(self) -> int:
@@ -169,27 +181,31 @@ class KindLinear(nn.Module):
         return self.U_G.requires_grad or self.sigma_G.requires_grad or self.V_G.requires_grad
 
     def learngene_weight(self) -> torch.Tensor:
-        """W_G = U_G diag(sigma_G) V_G^T: the one :func:`form_learngene_weights` left for the current
-        learngenes when gradients must reach them, else formed here; a W_G without autograd history is
-        cached (in the parameters' dtype, whatever autocast is on) until a learngene changes."""
+        """W_G = U_G diag(sigma_G) V_G^T. While the learngenes train: the one :func:`form_learngene_weights`
+        formed for this forward pass, else formed here and not kept (an optimiser may update them in place
+        without bumping their versions, as fused AdamW does). While they are frozen: cached, in the
+        parameters' dtype whatever autocast is on, until a learngene tensor changes."""
         if torch.compiler.is_compiling():  # traced into the graph: a Python-side cache would break it each call
-            return (self.U_G * self.sigma_G) @ self.V_G.T
-        with_graph = self.learngenes_train() and torch.is_grad_enabled()
-        if self._cache is not None and self._cache[0] == self.learngene_key():
-            weight = self._cache[1]
-            if weight.requires_grad == with_graph:
-                return weight
-        if with_graph:
+            return self._formed()
+        key = self.learngene_key()
+        if self.learngenes_train():
+            if self._cache is not None and self._cache.per_forward and self._cache.key == key:
+                return self._cache.weight
             self._cache = None
-            return (self.U_G * self.sigma_G) @ self.V_G.T
-        with torch.no_grad(), torch.autocast(self.U_G.device.type, enabled=False):
-            self._cache = (self.learngene_key(), (self.U_G * self.sigma_G) @ self.V_G.T)
-        return self._cache[1]
+            return self._formed()
+        if self._cache is None or self._cache.per_forward or self._cache.key != key:
+            with torch.no_grad(), torch.autocast(self.U_G.device.type, enabled=False):
+                self._cache = LearngeneWeight(key, self._formed(), per_forward=False)
+        return self._cache.weight
 
     def release_learngene_weight(self) -> None:
-        """Drop a W_G with autograd history (kept only for the forward and backward pass that formed it)."""
-        if self._cache is not None and self._cache[1].requires_grad:
+        """Drop the W_G formed for one forward pass (kept past it only for a backward pass that recomputes
+        blocks, until the next forward pass forms its own)."""
+        if self._cache is not None and self._cache.per_forward:
             self._cache = None
+
+    def _formed(self) -> torch.Tensor:
+        return (self.U_G * self.sigma_G) @ self.V_G.T
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Learngenes for everyone, plus each sample's own tailors (``gate.active``)."""
@@ -210,7 +226,7 @@ class KindLinear(nn.Module):
     def merged_weight(self, class_id: int) -> torch.Tensor:
         """The dense weight a sample of ``class_id`` sees: W_G + U_T diag(sigma_T * m_c) V_T^T."""
         mask = self.gate.mask[class_id]
-        return (self.U_G * self.sigma_G) @ self.V_G.T + (self.U_T * (self.sigma_T * mask)) @ self.V_T.T
+        return self._formed() + (self.U_T * (self.sigma_T * mask)) @ self.V_T.T
 
     @torch.no_grad()
     def merge(self, class_id: int) -> nn.Linear:
@@ -228,12 +244,13 @@ class KindLinear(nn.Module):
 
 
 def form_learngene_weights(layers: list[KindLinear]) -> None:
-    """Form W_G of every layer whose learngenes train, one batched product per group of equal shapes.
+    """Form W_G of every layer whose learngenes train, for the coming forward pass: one batched product per
+    group of equal shapes.
 
     Pre-training forms a W_G per layer and step; on CPU one ``bmm`` over the 16 same-shape attention
     layers of a 4-block DiT of width 128 is about 1.5x faster, forward and backward, than 16 ``mm``s.
-    Each layer keeps its W_G for the current learngenes (:meth:`KindLinear.learngene_weight` checks their
-    versions) until :meth:`KindLinear.release_learngene_weight`.
+    Each layer uses its W_G until :meth:`KindLinear.release_learngene_weight` (or an in-place change of a
+    learngene that bumps its version).
     """
     if torch.compiler.is_compiling():  # each layer forms its own inside the compiled graph
         return
@@ -244,11 +261,13 @@ def form_learngene_weights(layers: list[KindLinear]) -> None:
             groups.setdefault(key, []).append(layer)
     for group in groups.values():
         if len(group) == 1:
-            continue
-        scaled = torch.stack([layer.U_G for layer in group]) * torch.stack([layer.sigma_G for layer in group])[:, None]
-        weights = torch.bmm(scaled, torch.stack([layer.V_G for layer in group]).transpose(1, 2))
-        for layer, weight in zip(group, weights.unbind(0), strict=True):
-            layer._cache = (layer.learngene_key(), weight)
+            weights = [group[0]._formed()]
+        else:
+            sigma = torch.stack([layer.sigma_G for layer in group])[:, None]
+            scaled = torch.stack([layer.U_G for layer in group]) * sigma
+            weights = torch.bmm(scaled, torch.stack([layer.V_G for layer in group]).transpose(1, 2)).unbind(0)
+        for layer, weight in zip(group, weights, strict=True):
+            layer._cache = LearngeneWeight(layer.learngene_key(), weight, per_forward=True)
 
 
 class GuidedPairLinear(nn.Module):

@@ -55,16 +55,18 @@ def test_perf_steps_run_in_each_phases_precision_and_batch_size(tmp_path, monkey
     tf32: list[bool] = []
     monkeypatch.setattr(perf, "use_tf32", lambda device, enabled: tf32.append(enabled))  # as training sets it
 
-    seen: list[tuple[bool, int]] = []  # (autocast on, batch size) of every step
+    seen: list[tuple[bool, int, int]] = []  # (autocast on, batch size, the null label = classes) of every step
+    labels: list[int] = []  # the largest label of every step
     real = perf.diffusion_loss
-    monkeypatch.setattr(perf, "diffusion_loss",
-                        lambda *a, **k: seen.append((torch.is_autocast_enabled("cpu"), len(a[1]))) or real(*a, **k))
+    monkeypatch.setattr(perf, "diffusion_loss", lambda *a, **k: seen.append(
+        (torch.is_autocast_enabled("cpu"), len(a[1]), a[4])) or labels.append(int(a[2].max())) or real(*a, **k))
     out = tmp_path / "perf.json"
     assert perf.main(["pretrain.precision=bf16", "pretrain.batch_size=6", "transfer.batch_size=4", "runtime.tf32=false",
-                      "sample.samples_per_class=2", "eval.kid_subset_size=2",
+                      "task.target_classes=[5,6]", "sample.samples_per_class=2", "eval.kid_subset_size=2",
                       "--rounds", "1", "--repeats", "1", "--json", str(out)]) == 0
-    pretrain = seen.index((False, 4))  # the pre-training steps come first, then the transfer steps
-    assert pretrain > 0 and set(seen[:pretrain]) == {(True, 6)} and set(seen[pretrain:]) == {(False, 4)}
+    pretrain = seen.index((False, 4, 2))  # the pre-training steps (5 ancestry classes) come first, then transfer's
+    assert pretrain > 0 and set(seen[:pretrain]) == {(True, 6, 5)} and set(seen[pretrain:]) == {(False, 4, 2)}
+    assert min(labels[:pretrain]) >= 2 and max(labels[:pretrain]) < 5 and max(labels[pretrain:]) < 2  # its classes
     table = json.loads(out.read_text())
     assert table["precision"] == {"pretrain": "bf16", "transfer": "fp32", "sample": "fp32"}
     assert table["batch_size"] == {"pretrain": 6, "transfer": 4}

@@ -535,6 +535,9 @@ def _validate_sampling(cfg: Config) -> None:
         raise choices_error("eval.feature_extractor", ev.feature_extractor, ("digits_cnn", "inception-v3-compat"))
     if ev.split not in ("test", "val"):
         raise choices_error("eval.split", ev.split, ("test", "val"))
+    for key in ("inception_weights", "dinov2_weights"):  # local files only: a missing one is known before any work
+        path = getattr(ev, key)
+        _require(path is None or Path(path).is_file(), f"eval.{key}={path}: no such file")
     for key in ("kid_subset_size", "kid_subsets", "isc_splits", "prc_neighborhood", "draws"):
         _require(getattr(ev, key) >= 1, f"eval.{key}={getattr(ev, key)} must be >= 1")
     _require(ev.reference_limit is None or ev.reference_limit >= max(2, ev.kid_subset_size),

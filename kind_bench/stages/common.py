@@ -97,10 +97,14 @@ def evaluator_identity(cfg: Config, data_sha256: str) -> str:
 
 
 def require_evaluator(cfg: Config) -> None:
-    """Scoring on the digits evaluator needs its weights, trained with this config's evaluator settings on
-    this data: say so before any training."""
-    needed = cfg.track == "generation" and cfg.eval.feature_extractor == "digits_cnn"
-    if not needed:
+    """Scoring needs its feature extractor's weights: the digits evaluator's, trained with this config's
+    evaluator settings on this data, or local Inception weights: say so before any training."""
+    if cfg.track != "generation":
+        return
+    if cfg.eval.feature_extractor == "inception-v3-compat" and cfg.eval.inception_weights is None:
+        raise UserError("eval.inception_weights=null: eval.feature_extractor=inception-v3-compat scores with local "
+                        "Inception weights (nothing is downloaded): give their file")
+    if cfg.eval.feature_extractor != "digits_cnn":
         return
     path = evaluator_weights(cfg)
     if not path.is_file():

@@ -93,6 +93,11 @@ def corrupt_evaluator(root: Path, monkeypatch) -> None:
     (target / "digits_cnn.safetensors").write_bytes(data[: len(data) // 3])
 
 
+def other_weights(root: Path, monkeypatch) -> None:
+    """A safetensors file that holds some other network's weights."""
+    save_file({"fc.weight": torch.zeros(3, 4)}, str(root / "other.safetensors"))
+
+
 def results_is_a_file(root: Path, monkeypatch) -> None:
     (root / "blocked").write_text("not a folder")
 
@@ -173,6 +178,11 @@ CASES: list[tuple[str, list[str], str, Setup | None]] = [
      "eval.inception_weights=/no/such.pth: no such file", None),
     ("a missing DINOv2 weights file", ["pretrain", "ancestry=vanilla", "eval.dinov2_weights=/no/such.safetensors"],
      "eval.dinov2_weights=/no/such.safetensors: no such file", None),
+    ("Inception weights of another network", ["run", *FULL, "eval.feature_extractor=inception-v3-compat",
+                                               "eval.inception_weights=other.safetensors"],
+     "eval.inception_weights=other.safetensors does not fit torch-fidelity's Inception-v3", other_weights),
+    ("DINOv2 weights of another network", ["run", *FULL, "eval.dinov2_weights=other.safetensors"],
+     "eval.dinov2_weights=other.safetensors does not fit timm's vit_small_patch14_dinov2", other_weights),
     ("an untrained evaluator", ["evaluator", "evaluator.epochs=-1"], "evaluator.epochs=-1 must be >= 1", None),
     ("a negative evaluator rate", ["evaluator", "evaluator.lr=-5"], "evaluator.lr=-5.0 must be positive", None),
     ("an unknown tuning metric", ["tune", *FULL, "tuning.metric=nope"],

@@ -137,9 +137,13 @@ class LocalInceptionV3(FeatureExtractorInceptionV3):
             raise UserError(f"eval.inception_weights={feature_extractor_weights_path}: no such file "
                             "(inception-v3-compat needs local weights; nothing is downloaded)")
         state = _read_inception_state(str(feature_extractor_weights_path))
-        with mock.patch("torch_fidelity.feature_extractor_inceptionv3.torch.load", lambda *a, **k: state):
-            super().__init__(name, features_list, feature_extractor_weights_path=feature_extractor_weights_path,
-                             **kwargs)
+        try:
+            with mock.patch("torch_fidelity.feature_extractor_inceptionv3.torch.load", lambda *a, **k: state):
+                super().__init__(name, features_list, feature_extractor_weights_path=feature_extractor_weights_path,
+                                 **kwargs)
+        except RuntimeError as exc:
+            raise UserError(f"eval.inception_weights={feature_extractor_weights_path} does not fit torch-fidelity's "
+                            f"Inception-v3 ({str(exc).splitlines()[0]})") from None
 
 
 class LocalDinoV2(_LocalExtractor):
@@ -294,6 +298,15 @@ class Scorer:
         if self.cfg.feature_extractor == "digits_cnn" and torch.is_tensor(generated):
             metrics["class_accuracy"] = class_accuracy(generated, source_ids, self.weights)
         return metrics
+
+
+def check_local_extractors(cfg: EvalConfig) -> None:
+    """Load the local Inception and DINOv2 weights that ``cfg`` scores with (on the CPU, then dropped): a file
+    that does not load is bad input before any training, not at the first scoring after it."""
+    if cfg.feature_extractor == "inception-v3-compat":
+        LocalInceptionV3(SAFE_INCEPTION, ["2048"], feature_extractor_weights_path=cfg.inception_weights)
+    if cfg.dinov2_weights:
+        FeatureSpace.dinov2(cfg, torch.device("cpu"))
 
 
 def quality_metrics(generated: torch.Tensor, reference: torch.Tensor, cfg: EvalConfig, weights: str | Path | None,

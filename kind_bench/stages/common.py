@@ -104,6 +104,9 @@ def require_evaluator(cfg: Config) -> None:
     if cfg.eval.feature_extractor == "inception-v3-compat" and cfg.eval.inception_weights is None:
         raise UserError("eval.inception_weights=null: eval.feature_extractor=inception-v3-compat scores with local "
                         "Inception weights (nothing is downloaded): give their file")
+    from kind_bench.metrics.fidelity import check_local_extractors
+
+    check_local_extractors(cfg.eval)
     if cfg.eval.feature_extractor != "digits_cnn":
         return
     path = evaluator_weights(cfg)

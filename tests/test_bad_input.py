@@ -173,7 +173,7 @@ CASES: list[tuple[str, list[str], str, Setup | None]] = [
     ("LoRA on no layer", ["run", *micro("method=lora", ancestry=False), "method.targets=[]"],
      "method.lora: targets=[] adapts nothing", None),
     ("Inception scoring without its weights", ["run", *FULL, "eval.feature_extractor=inception-v3-compat"],
-     "eval.inception_weights=null: eval.feature_extractor=inception-v3-compat scores with local Inception", None),
+     "eval.inception_weights=None: no such file (inception-v3-compat needs local weights", None),
     ("a missing Inception weights file", ["run", *FULL, "eval.inception_weights=/no/such.pth"],
      "eval.inception_weights=/no/such.pth: no such file", None),
     ("a missing DINOv2 weights file", ["pretrain", "ancestry=vanilla", "eval.dinov2_weights=/no/such.safetensors"],

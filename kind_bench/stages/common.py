@@ -101,9 +101,6 @@ def require_evaluator(cfg: Config) -> None:
     evaluator settings on this data, or local Inception weights: say so before any training."""
     if cfg.track != "generation":
         return
-    if cfg.eval.feature_extractor == "inception-v3-compat" and cfg.eval.inception_weights is None:
-        raise UserError("eval.inception_weights=null: eval.feature_extractor=inception-v3-compat scores with local "
-                        "Inception weights (nothing is downloaded): give their file")
     from kind_bench.metrics.fidelity import check_local_extractors
 
     check_local_extractors(cfg.eval)

@@ -120,6 +120,31 @@ def test_fd_on_dinov2_features_from_local_weights(tmp_path):
         fd_dinov2(a, b, EvalConfig(dinov2_weights="/no/such"), torch.device("cpu"))
 
 
+def test_dinov2_arch_is_honoured_and_its_native_layout_resampled_as_timm_does(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    from kind_bench.metrics.fidelity import LocalDinoV2, fd_dinov2
+
+    arch = "vit_small_patch14_reg4_dinov2"  # register tokens: its position embedding has no prefix token
+    native = timm.create_model(arch, pretrained=False, num_classes=0)  # timm's 518 px layout
+    path = tmp_path / "reg4.safetensors"
+    save_file({k: v.contiguous() for k, v in native.state_dict().items()}, str(path))
+    ours = LocalDinoV2("dinov2-local", ["dinov2"], feature_extractor_weights_path=str(path), dinov2_arch=arch)
+    reference = timm.create_model(arch, pretrained=False, num_classes=0, img_size=224)
+    reference.load_state_dict(checkpoint_filter_fn(native.state_dict(), reference))
+    assert all(torch.equal(v, ours.model.state_dict()[k]) for k, v in reference.state_dict().items())
+    a = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert math.isfinite(fd_dinov2(a, a.flip(0), EvalConfig(dinov2_weights=str(path), dinov2_arch=arch),
+                                   torch.device("cpu")))
+    with pytest.raises(UserError, match=f"eval.dinov2_weights={path} does not fit timm's vit_small_patch14_dinov2"):
+        fd_dinov2(a, a, EvalConfig(dinov2_weights=str(path)), torch.device("cpu"))
+    with pytest.raises(UserError, match="^eval.dinov2_arch=vit_tiny is not one of timm's DINOv2 architectures: "
+                                        "vit_base_patch14_dinov2, .*vit_small_patch14_reg4_dinov2$"):
+        fd_dinov2(a, a, EvalConfig(dinov2_weights=str(path), dinov2_arch="vit_tiny"), torch.device("cpu"))
+
+
 @pytest.fixture
 def image_folder(tmp_path):
     import numpy as np

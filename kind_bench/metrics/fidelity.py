@@ -147,34 +147,39 @@ class LocalInceptionV3(FeatureExtractorInceptionV3):
 
 
 class LocalDinoV2(_LocalExtractor):
-    """DINOv2 features from local weights (timm's layout, at any input size: the position embedding is
-    resampled to 224 px as timm does; torch-fidelity's own DINOv2 extractor only downloads through
-    torch.hub): images resized bicubically to 224, ImageNet-normalised, CLS token. Its resizing differs
-    from torch-fidelity's, so values are comparable with each other, not with torch-fidelity's FD_DINOv2."""
+    """DINOv2 features from local weights of timm's ``dinov2_arch`` (timm's layout, at any input size: the
+    position embedding is resampled to 224 px as timm does; torch-fidelity's own DINOv2 extractor only
+    downloads through torch.hub): images resized bicubically to 224, ImageNet-normalised, CLS token. Its
+    resizing differs from torch-fidelity's, so values are comparable with each other, not with
+    torch-fidelity's FD_DINOv2."""
 
-    ARCH = "vit_small_patch14_dinov2"
     INPUT_SIZE = 224
 
-    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+    def __init__(self, name, features_list, feature_extractor_weights_path=None,
+                 dinov2_arch="vit_small_patch14_dinov2", **kwargs):
         super().__init__(name, features_list)
         import timm
 
+        if dinov2_arch not in timm.list_models("*dinov2*"):
+            raise UserError(f"eval.dinov2_arch={dinov2_arch} is not one of timm's DINOv2 architectures: "
+                            f"{', '.join(timm.list_models('*dinov2*'))}")
         if not feature_extractor_weights_path or not Path(feature_extractor_weights_path).is_file():
             raise UserError(f"eval.dinov2_weights={feature_extractor_weights_path}: no such file (fd_dinov2 needs "
                             "local weights; nothing is downloaded)")
         from timm.layers import resample_abs_pos_embed
 
-        self.model = timm.create_model(self.ARCH, pretrained=False, num_classes=0, img_size=self.INPUT_SIZE)
+        self.model = timm.create_model(dinov2_arch, pretrained=False, num_classes=0, img_size=self.INPUT_SIZE)
         state = load_tensors(feature_extractor_weights_path, "DINOv2 weights", foreign=True)
         pos = state.get("pos_embed")
-        if pos is not None and pos.shape != self.model.pos_embed.shape:  # timm's own layout is at 518 px
-            state["pos_embed"] = resample_abs_pos_embed(pos, new_size=list(self.model.patch_embed.grid_size),
-                                                        num_prefix_tokens=1)
         try:
+            if pos is not None and pos.shape != self.model.pos_embed.shape:  # timm's own layout is at 518 px
+                prefix = 0 if self.model.no_embed_class else self.model.num_prefix_tokens  # as timm's loader
+                state["pos_embed"] = resample_abs_pos_embed(pos, new_size=list(self.model.patch_embed.grid_size),
+                                                            num_prefix_tokens=prefix)
             self.model.load_state_dict(state)
         except RuntimeError as exc:
             raise UserError(f"eval.dinov2_weights={feature_extractor_weights_path} does not fit timm's "
-                            f"{self.ARCH} ({str(exc).splitlines()[0]})") from None
+                            f"{dinov2_arch} ({str(exc).splitlines()[0]})") from None
         self.model.eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
@@ -229,11 +234,10 @@ class FeatureSpace:
 
     @classmethod
     def dinov2(cls, cfg: EvalConfig, device: torch.device) -> FeatureSpace:
-        """DINOv2 features from ``eval.dinov2_weights`` (Frechet distance only)."""
-        LocalDinoV2.ARCH = cfg.dinov2_arch
+        """DINOv2 features from ``eval.dinov2_weights`` of ``eval.dinov2_arch`` (Frechet distance only)."""
         return cls({"cuda": device.type == "cuda", "feature_extractor": DINOV2, "verbose": False,
-                    "feature_extractor_weights_path": cfg.dinov2_weights, "batch_size": 64, "save_cpu_ram": True},
-                   ("fid",))
+                    "feature_extractor_weights_path": cfg.dinov2_weights, "dinov2_arch": cfg.dinov2_arch,
+                    "batch_size": 64, "save_cpu_ram": True}, ("fid",))
 
     def features(self, images) -> dict[str, torch.Tensor]:
         """The features of a tensor of [-1, 1] images or an image set."""

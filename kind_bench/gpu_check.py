@@ -100,7 +100,8 @@ def run(out: Path, smoke: bool = False) -> dict:
         else:
             perf_args += ["transfer.batch_size=64", "sample.samples_per_class=64", "ancestry.n_tailors=96",
                           "ancestry.tailors_per_class=48"]
-        perf(perf_args)
+        if perf(perf_args) != 0:
+            raise SystemExit("kind_bench.gpu_check: `python -m kind_bench.perf` failed")
         for name in ("digits.csv", "digits.md"):
             shutil.copy(workspace / "results/leaderboard" / name, out / name.replace("digits", "leaderboard"))
         summary = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (smoke)",

@@ -71,3 +71,15 @@ def test_perf_steps_run_in_each_phases_precision_and_batch_size(tmp_path, monkey
     assert table["precision"] == {"pretrain": "bf16", "transfer": "fp32", "sample": "fp32"}
     assert table["batch_size"] == {"pretrain": 6, "transfer": 4}
     assert tf32 == [False]
+
+
+def test_a_failed_perf_run_stops_the_gpu_check(tmp_path, monkeypatch):
+    import pytest
+
+    from kind_bench import cli, perf
+
+    monkeypatch.setattr(cli, "main", lambda argv: 0)  # every stage "succeeds" at once
+    monkeypatch.setattr(perf, "main", lambda argv: 2)  # perf refuses, as on a bad option
+    with pytest.raises(SystemExit, match="kind_bench.perf` failed"):
+        gpu_check.run(tmp_path / "gpu", smoke=True)
+    assert not (tmp_path / "gpu" / "summary.json").exists()

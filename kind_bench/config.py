@@ -65,6 +65,7 @@ class SuiteConfig:
     ancestry_classes: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     ancestry_seeds: int = 3  # a cell of seed s transfers from the ancestry pre-trained with seed s % this
     class_split: str | None = None  # JSON {"pretrain": [folder names], "novel": [folder names]} for data.root
+    requires: list[str] = field(default_factory=list)  # keys the user must give (data, VAE, weights, split)
     check: CheckConfig | None = None
     ablation: AblationConfig | None = None
 
@@ -342,9 +343,29 @@ def to_config(raw: DictConfig) -> Config:
         cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as exc:
         raise UserError(_one_line(exc)) from None
+    require_given(cfg)
     apply_class_split(cfg)
     validate(cfg)
     return cfg
+
+
+def config_value(values: dict[str, Any], key: str) -> Any:
+    """The value of a dotted ``key`` in a config dict (a missing key is bad input naming it)."""
+    value: Any = values
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise UserError(f"config key {key} does not exist")
+        value = value[part]
+    return value
+
+
+def require_given(cfg: Config) -> None:
+    """Every key of ``suite.requires`` is given (a suite's ``???`` in YAML cannot enforce it: OmegaConf's merge
+    keeps the value a missing one would replace)."""
+    values = as_dict(cfg)
+    for key in cfg.suite.requires:
+        _require(config_value(values, key) not in (None, "???"),
+                 f"{key} is required by suite={cfg.suite.name} (a path of your own: nothing is downloaded)")
 
 
 def apply_class_split(cfg: Config) -> None:

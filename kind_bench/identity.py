@@ -18,7 +18,7 @@ import hashlib
 import json
 from typing import Any
 
-from kind_bench.config import Config, as_dict
+from kind_bench.config import Config, as_dict, config_value
 from kind_bench.errors import UserError
 
 #: never part of a run's identity: they change where files go or what is printed, never a number
@@ -34,13 +34,15 @@ PUBLISHED = "runs"
 
 #: parts of the suite section that describe other stages (the CI check, the ablation grid), not a run
 SUITE_STAGES = ("check", "ablation")
+#: the suite's list of keys the user gives: their values are part of a run, the list itself is not
+SUITE_UNIDENTIFYING = (*SUITE_STAGES, "requires")
 
 
 def identifying(config: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:
     """The part of a config dict that decides a run's numbers (without :data:`UNIDENTIFYING` and ``drop``)."""
     kept = {k: v for k, v in config.items() if k not in UNIDENTIFYING + drop}
     if isinstance(kept.get("suite"), dict):
-        kept["suite"] = {k: v for k, v in kept["suite"].items() if k not in SUITE_STAGES}
+        kept["suite"] = {k: v for k, v in kept["suite"].items() if k not in SUITE_UNIDENTIFYING}
     return kept
 
 
@@ -71,27 +73,39 @@ def seedless_digest(config: dict[str, Any]) -> str:
 
 
 @functools.cache
-def _canonical_cell(suite: str, method: str, task: str, seed: int) -> dict[str, Any]:
+def _canonical_cell(suite: str, method: str, task: str, seed: int, given: tuple[str, ...]) -> dict[str, Any]:
     from kind_bench.methods import compose_cell
 
-    return as_dict(compose_cell([f"suite={suite}", f"method={method}", f"task={task}", f"seed={seed}"]))
+    return as_dict(compose_cell([f"suite={suite}", f"method={method}", f"task={task}", f"seed={seed}", *given]))
 
 
 @functools.cache
-def _canonical_ancestry(suite: str, name: str) -> dict[str, Any]:
+def _canonical_ancestry(suite: str, name: str, given: tuple[str, ...]) -> dict[str, Any]:
     from kind_bench.methods import compose_ancestry
 
-    return as_dict(compose_ancestry([f"suite={suite}"], name))
+    return as_dict(compose_ancestry([f"suite={suite}", *given], name))
+
+
+def user_given(cfg: Config) -> tuple[str, ...]:
+    """Overrides for the keys the suite leaves to the user (``suite.requires``: the data root, the VAE, local
+    weights), with this config's values: the published config of ``suite=paper`` is the suite with them."""
+    values = as_dict(cfg)
+    return tuple(f"{key}={json.dumps(config_value(values, key))}" for key in cfg.suite.requires)
 
 
 def canonical(cfg: Config) -> dict[str, Any]:
     """The published config of the cell that ``cfg`` describes."""
-    return _canonical_cell(cfg.suite.name, str(cfg.method["name"]), cfg.task.name, cfg.seed)
+    return _canonical_cell(cfg.suite.name, str(cfg.method["name"]), cfg.task.name, cfg.seed, user_given(cfg))
 
 
 def is_canonical_ancestry(cfg: Config, name: str) -> bool:
-    """Whether ``cfg`` would pre-train the published ``name`` ancestry."""
-    return ancestry_digest(as_dict(cfg)) == ancestry_digest(_canonical_ancestry(cfg.suite.name, name))
+    """Whether ``cfg`` would pre-train the published ``name`` ancestry (not when the published config does not
+    compose with this call's data, e.g. a KID subset larger than its few classes draw: then it is a variant)."""
+    try:
+        published = _canonical_ancestry(cfg.suite.name, name, user_given(cfg))
+    except UserError:
+        return False
+    return ancestry_digest(as_dict(cfg)) == ancestry_digest(published)
 
 
 def namespace(cfg: Config, training: bool = False) -> str:

@@ -250,6 +250,37 @@ def test_the_paper_suite_composes_from_local_paths_and_a_class_split_file(tmp_pa
         compose([*common, f"task.root={shift}"])  # paper_novel's split_classes=novel would index data.root
 
 
+def test_the_paper_suite_refuses_a_missing_path_and_publishes_the_suite_with_the_users_paths(tmp_path, tiny_vae):
+    import json
+
+    from kind_bench.identity import is_canonical_ancestry, namespace
+    from kind_bench.methods import compose_ancestry, compose_cell
+    from kind_bench.paths import ancestry_dir
+
+    root = tmp_path / "classes"  # the paper's KID subsets of 1,000 need 250 novel classes of 4 snapshot samples
+    names = [f"c{i:03d}" for i in range(260)]
+    for name in names:
+        (root / name).mkdir(parents=True)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"pretrain": names[:10], "novel": names[10:]}))
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"")
+    given = {"data.root": root, "suite.class_split": split, "model.vae_path": tiny_vae,
+             "eval.inception_weights": weights}
+    paths = [f"{key}={value}" for key, value in given.items()]
+    for key in given:  # a suite's ??? cannot enforce these: each is refused by name when left out
+        with pytest.raises(UserError, match=f"^{key} is required by suite=paper"):
+            compose(["suite=paper", *[p for p in paths if not p.startswith(f"{key}=")]])
+    cell = compose_cell(["suite=paper", "method=kind", "task=paper_novel", "seed=0", *paths])
+    ancestry = compose_ancestry(["suite=paper", *paths], "kind")
+    assert namespace(cell) == namespace(cell, training=True) == "runs"  # the published cell, in the user's paths
+    assert is_canonical_ancestry(ancestry, "kind") and ancestry_dir(ancestry, "kind").parts[-2:] == ("ancestry", "kind")
+    shorter = compose_ancestry(["suite=paper", *paths, "pretrain.steps=10"], "kind")
+    assert not is_canonical_ancestry(shorter, "kind") and "ancestry-variants" in ancestry_dir(shorter, "kind").parts
+    assert namespace(compose_cell(["suite=paper", "method=kind", "task=paper_novel", "seed=0", *paths,
+                                   "transfer.steps=10"])).startswith("adhoc/")
+
+
 def test_a_task_with_a_root_of_its_own_trains_on_that_root(tmp_path, image_folder, monkeypatch):
     from kind_bench.config import compose
     from kind_bench.data import load_prepared

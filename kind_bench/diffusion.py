@@ -80,6 +80,14 @@ class DiffusionObjective:
         return diffusion_loss(model, x0, labels, self.scheduler, self.null, self.label_dropout, generator)
 
 
+def image_generators(seed: int, indices: torch.Tensor, device: torch.device) -> list[torch.Generator]:
+    """One generator per image for a stochastic sampler's step noise, seeded by (``seed``, the image's index
+    in its draw): an image's noise then does not depend on its batch, its process or the images sampled
+    with it, so methods that batch differently still share it (paired comparisons) and ranks do not
+    repeat each other's. Their seeds lie above 2^32, apart from the starting noise's ``seed``."""
+    return [torch.Generator(device=device).manual_seed(((seed + 1) << 32) + int(i)) for i in indices]
+
+
 @torch.no_grad()
 def sample(
     model: nn.Module,
@@ -88,11 +96,12 @@ def sample(
     train_scheduler,
     cfg: SampleConfig,
     null: int,
-    generator: torch.Generator,
+    generator: torch.Generator | list[torch.Generator],
     progress: bool = False,
 ) -> torch.Tensor:
     """Denoise ``noise`` (one starting point per label) into images in the model's data space; a stochastic
-    sampler (DDPM) draws its step noise from ``generator``."""
+    sampler (DDPM) draws its step noise from ``generator`` (or one generator per image:
+    :func:`image_generators`)."""
     from tqdm.auto import tqdm
 
     scheduler = sampling_scheduler(train_scheduler, cfg)

@@ -178,6 +178,11 @@ def test_sampling_batches_across_classes_unless_a_model_is_merged_per_class(monk
     mixed, batches, _ = _sampled(dense, monkeypatch, "sample.by_class=false")
     assert [len(b) for b in batches] == [8, 4] and set(batches[0]) == {0, 1, 2}  # full batches across classes
     torch.testing.assert_close(mixed, by_class, rtol=1e-4, atol=1e-5)  # the same starting noise, the same images
+    stochastic = [_sampled(dense, monkeypatch, "sample.scheduler=ddpm", *o)[0]  # DDPM's step noise is per image
+                  for o in ((), ("sample.by_class=false",), ("sample.by_class=false", "sample.batch_size=5"))]
+    for other in stochastic[1:]:
+        torch.testing.assert_close(other, stochastic[0], rtol=1e-4, atol=1e-5)
+    assert (stochastic[0] - by_class).abs().max() > 0.1  # it is noise: DDPM's images are not the solver's
     kind = build_kind_model(KindAncestryOptions(n_tailors=4, tailors_per_class=2), TARGET)
     _, batches, _ = _sampled(kind, monkeypatch, "sample.by_class=false")
     assert [sorted(set(b)) for b in batches] == [[0], [1], [2]]  # merged weights exist per class

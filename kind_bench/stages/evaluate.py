@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from kind_bench.config import Config, as_dict, with_defaults
 from kind_bench.data import FileSet, ImageSet, load_prepared, target_set
 from kind_bench.device import autocast
-from kind_bench.diffusion import noise_scheduler, sample
+from kind_bench.diffusion import image_generators, noise_scheduler, sample
 from kind_bench.distributed import gather_rows, is_main, world
 from kind_bench.errors import UserError
 from kind_bench.identity import EVALUATION_ONLY, PUBLISHED, identifying, namespace, seedless_digest
@@ -70,13 +70,14 @@ def generate(model: nn.Module, classes: list[int], per_class: int, seed: int, cf
              device: torch.device, collective: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_class`` images of each of ``classes`` (model labels), as ([-1, 1] images, label).
 
-    The starting noise of every image is drawn first, from ``seed`` alone, so every method with that seed
-    starts from the same noise; then each class is sampled in turn (in batches of ``sample.batch_size``),
-    a KIND model through its merged dense weights for that class (``sample.merged``: the same function,
-    at a dense model's cost). With ``sample.by_class=false`` a model that is not merged per class samples
-    batches across classes (full batches when classes are many and samples per class few, the paper
-    tier). ``sample.precision=bf16`` denoises under autocast. In a multi-process run (``collective``) each
-    rank denoises its share and every rank gets all the images.
+    The starting noise of every image is drawn first, from ``seed`` alone, so every method with that seed starts
+    from the same noise (and DDPM's step noise comes from a generator per image,
+    :func:`~kind_bench.diffusion.image_generators`); then each class is sampled in turn (in batches of
+    ``sample.batch_size``), a KIND model through its merged dense weights for that class (``sample.merged``: the
+    same function, at a dense model's cost). With ``sample.by_class=false`` a model that is not merged per class
+    samples batches across classes (full batches when classes are many and samples per class few, the paper tier).
+    ``sample.precision=bf16`` denoises under autocast. In a multi-process run (``collective``) each rank denoises
+    its share and every rank gets all the images.
     """
     scheduler = noise_scheduler(cfg.diffusion)
     labels = torch.tensor(classes, device=device).repeat(per_class)
@@ -92,8 +93,9 @@ def generate(model: nn.Module, classes: list[int], per_class: int, seed: int, cf
         net = deploy(model, group[0], guided) if merged else model
         mine = torch.nonzero(torch.isin(labels, torch.tensor(group, device=device))).flatten()[rank::size]
         for index in mine.split(cfg.sample.batch_size):
+            steps = image_generators(seed, index, device) if cfg.sample.scheduler == "ddpm" else generator
             with autocast(device, cfg.sample.precision):
-                x = sample(net, labels[index], noise[index], scheduler, cfg.sample, null, generator,
+                x = sample(net, labels[index], noise[index], scheduler, cfg.sample, null, steps,
                            progress=show_progress(cfg.quiet))
             done.append(index)
             parts.append(codec.decode(x.float()))

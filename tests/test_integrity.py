@@ -81,7 +81,11 @@ def test_weights_trained_with_another_config_are_not_evaluated_under_this_one(in
     assert main(["evaluate", *cell]) == 2  # the record would say lr 0.006 for weights trained at 0.05
     assert "were trained with another transfer section than this call's" in capsys.readouterr().err
     assert not (in_workspace / PUBLISHED).exists()
-    assert main(["evaluate", *cell, "transfer.lr=0.05", "sample.steps=3"]) == 0  # evaluation settings may differ
+    references = []  # evaluation settings may differ; the record names how many reference images were scored
+    for limit in ("null", "20"):
+        assert main(["evaluate", *cell, "transfer.lr=0.05", "sample.steps=3", f"eval.reference_limit={limit}"]) == 0
+        references.append(json.loads((in_workspace / PUBLISHED).read_text())["train_info"]["n_reference"])
+    assert references[0] > references[1] == 20
 
 
 def test_written_files_follow_the_umask(tmp_path):

@@ -256,6 +256,12 @@ class FeatureSpace:
         return float(isc_featuresdict_to_metric(features, self.layers["isc"], **self.options)["inception_score_mean"])
 
 
+def scored_reference_size(n: int, cfg: EvalConfig) -> int:
+    """How many of ``n`` reference images a :class:`Scorer` scores against (``eval.reference_limit``: a fixed
+    seeded subset of that size)."""
+    return n if cfg.reference_limit is None else min(n, cfg.reference_limit)
+
+
 class Scorer:
     """Scores sample sets against one fixed reference, featurised once (its IS too): FD, IS, ``is_gap``
     (|IS - IS of the reference|; IS alone has no better direction here, see README), KID and
@@ -263,7 +269,7 @@ class Scorer:
     digits evaluator, ``class_accuracy``."""
 
     def __init__(self, reference, cfg: EvalConfig, weights: str | Path | None, device: torch.device) -> None:
-        if cfg.reference_limit is not None and len(reference) > cfg.reference_limit:  # a fixed seeded subset
+        if scored_reference_size(len(reference), cfg) < len(reference):  # a fixed seeded subset
             keep = torch.randperm(len(reference), generator=torch.Generator().manual_seed(0))[:cfg.reference_limit]
             reference = reference[keep.sort().values] if torch.is_tensor(reference) else \
                 reference.subset(keep.sort().values)

@@ -35,7 +35,7 @@ from kind_bench.kind.decompose import deploy
 from kind_bench.lock import exclusive
 from kind_bench.methods import make_method
 from kind_bench.metrics import DIRECTION, primary_metric
-from kind_bench.metrics.fidelity import Scorer
+from kind_bench.metrics.fidelity import Scorer, scored_reference_size
 from kind_bench.models import null_label
 from kind_bench.paths import (
     ancestry_seed,
@@ -224,7 +224,8 @@ def evaluate_cell(cfg: Config) -> str:
             metrics = dict(by_budget[str(trained["snapshots"][-1]["fraction"])])
             if len(measured.draws) > 1:
                 metrics["eval_noise_sd"] = statistics.stdev(d[primary] for d in measured.draws)
-            train_info.update(eval_time_s=time.perf_counter() - start, n_reference=len(part),
+            scored = len(part) if cfg.track == "classification" else scored_reference_size(len(part), cfg.eval)
+            train_info.update(eval_time_s=time.perf_counter() - start, n_reference=scored,
                               n_generated=measured.n_items, n_draws=len(measured.draws), draws=measured.draws)
             train_info["flops_per_sample"] = flops_per_item(cfg, model, len(cfg.task.target_classes), device, codec)
             publish = cfg.seed == cfg.eval.grid_seed and namespace(cfg) == PUBLISHED and cfg.eval.split == "test"

@@ -16,7 +16,7 @@ from kind_bench.config import Config, as_dict
 from kind_bench.data import load_prepared, target_set
 from kind_bench.identity import seedless_digest
 from kind_bench.io import write_json
-from kind_bench.metrics.fidelity import Scorer
+from kind_bench.metrics.fidelity import Scorer, scored_reference_size
 from kind_bench.paths import Cell, evaluator_weights, published_result
 from kind_bench.results import REFERENCE_ROW, provenance, record
 from kind_bench.stages.common import require_evaluator, setup
@@ -36,7 +36,7 @@ def run(cfg: Config) -> str:
                 "suite": cfg.suite.name, "config": as_dict(cfg), "config_digest": seedless_digest(as_dict(cfg)),
                 "status": "success", "error": None,
                 "split": prepared.record, "eval_split": "test"}
-    train_info = {"n_reference": len(reference), "n_generated": len(real)}
+    train_info = {"n_reference": scored_reference_size(len(reference), cfg.eval), "n_generated": len(real)}
     path = published_result(cfg, cell)
     write_json(path, record(run_info=run_info, train_info=train_info, metrics=metrics, meta_info=provenance(device)))
     print(f"floor {cell.id}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()) + f" -> {path}")

@@ -38,9 +38,19 @@ SUITE_STAGES = ("check", "ablation")
 SUITE_UNIDENTIFYING = (*SUITE_STAGES, "requires")
 
 
+#: keys that set only how fast data is read, never a number: identified as their defaults (rather than
+#: left out, so that every digest made before this rule stays valid)
+READ_SPEED_ONLY = {"data": ("workers",)}
+
+
 def identifying(config: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The part of a config dict that decides a run's numbers (without :data:`UNIDENTIFYING` and ``drop``)."""
+    """The part of a config dict that decides a run's numbers (without :data:`UNIDENTIFYING` and ``drop``;
+    :data:`READ_SPEED_ONLY` at their defaults)."""
     kept = {k: v for k, v in config.items() if k not in UNIDENTIFYING + drop}
+    for section, keys in READ_SPEED_ONLY.items():
+        if isinstance(kept.get(section), dict):
+            defaults = as_dict(Config())[section]
+            kept[section] = {**kept[section], **{k: defaults[k] for k in keys if k in kept[section]}}
     if isinstance(kept.get("suite"), dict):
         kept["suite"] = {k: v for k, v in kept["suite"].items() if k not in SUITE_UNIDENTIFYING}
     return kept

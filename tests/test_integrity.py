@@ -142,3 +142,19 @@ def test_a_record_from_before_a_field_existed_compares_at_that_fields_default_on
     assert with_defaults(kind)["method"] == as_dict(compose(["method=kind"]))["method"]
     # what a tuning trial sets itself cannot tell two tunings apart
     assert tuning_identity(as_dict(compose(["eval.draws=5"]))) == tuning_identity(as_dict(compose([])))
+
+
+def test_how_many_processes_read_the_data_is_not_part_of_a_run():
+    from kind_bench.checkpoint import fingerprint
+    from kind_bench.config import as_dict
+    from kind_bench.identity import ancestry_digest, namespace, seedless_digest
+    from kind_bench.methods import compose_ancestry, compose_cell
+
+    cells = [as_dict(compose_cell(["method=kind", "task=novel", "seed=0", *o])) for o in ([], ["data.workers=0"])]
+    assert seedless_digest(cells[0]) == seedless_digest(cells[1])
+    assert fingerprint(cells[0], "transfer") == fingerprint(cells[1], "transfer")
+    assert namespace(compose_cell(["method=kind", "task=novel", "seed=0", "data.workers=0"])) == "runs"
+    ancestries = [as_dict(compose_ancestry(o, "kind")) for o in ([], ["data.workers=1"])]
+    assert ancestry_digest(ancestries[0]) == ancestry_digest(ancestries[1])
+    other_split = as_dict(compose_cell(["method=kind", "data.test_fraction=0.25"]))  # a key that does count
+    assert seedless_digest(other_split) != seedless_digest(cells[0])

@@ -69,12 +69,14 @@ def ancestry_digest(config: dict[str, Any]) -> str:
     return digest(kept)
 
 
-def ancestry_identity(config: dict[str, Any], seed: int, data_sha256: str) -> str:
-    """What an ancestry file must record to be used: its config digest, pre-training seed and data checksum.
+def ancestry_identity(config: dict[str, Any], seed: int, data_sha256: str, vae: str | None = None) -> str:
+    """What an ancestry file must record to be used: its config digest, pre-training seed and data checksum
+    (and, in a VAE's latent space, the VAE's content digest).
 
     (Code is DVC's business: a code change reruns the pretrain stages that depend on it.)
     """
-    return f"{ancestry_digest(config)}/seed-{seed}/{data_sha256[:16]}"
+    identity = f"{ancestry_digest(config)}/seed-{seed}/{data_sha256[:16]}"
+    return identity if vae is None else f"{identity}/vae-{vae[:16]}"
 
 
 def seedless_digest(config: dict[str, Any]) -> str:

@@ -43,10 +43,32 @@ def test_vae_codec_maps_images_to_scaled_latents_and_back(tiny_vae):
     assert decoded.shape == images.shape and decoded.abs().max() <= 1
 
 
-def test_pretraining_runs_in_a_local_vae_latent_space(in_workspace, tiny_vae):
-    overrides = micro(f"model.vae_path={tiny_vae}", "pretrain.steps=2", ancestry=False)
+def test_pretraining_runs_in_a_local_vae_latent_space_and_names_the_vae_by_its_contents(in_workspace, tiny_vae,
+                                                                                        capsys):
+    from diffusers import AutoencoderKL
+
+    vae = in_workspace / "vae"  # a copy: its files are replaced below
+    shutil.copytree(tiny_vae, vae)
+    overrides = micro(f"model.vae_path={vae}", "pretrain.steps=2", "transfer.steps=2", ancestry=False)
     assert main(["pretrain", "ancestry=vanilla", *overrides]) == 0
     assert ancestry_weights(compose_ancestry(overrides, "vanilla"), "vanilla", seed=0).is_file()
+    cell = ["method=full_finetune", "task=novel", *overrides]
+    assert main(["transfer", *cell, "seed=0"]) == 0
+    other = AutoencoderKL.from_pretrained(vae)
+    with torch.no_grad():
+        other.encoder.conv_in.weight.add_(1.0)
+    other.save_pretrained(vae, safe_serialization=True)  # another VAE at the same path
+    capsys.readouterr()
+    assert main(["transfer", *cell, "seed=0"]) == 2  # the finished cell and its ancestry were in the old latents
+    assert "pre-trained with another config, seed or data" in capsys.readouterr().err
+    assert main(["transfer", "method=scratch", "task=novel", *overrides, "seed=0"]) == 0
+    assert main(["transfer", "method=scratch", "task=novel", *overrides, "seed=0"]) == 0
+    assert "up to date" in capsys.readouterr().out
+    with torch.no_grad():
+        other.encoder.conv_in.weight.add_(1.0)
+    other.save_pretrained(vae, safe_serialization=True)
+    assert main(["transfer", "method=scratch", "task=novel", *overrides, "seed=0"]) == 0  # no ancestry: retrained
+    assert "up to date" not in capsys.readouterr().out
 
 
 def test_missing_vae_folder_is_bad_input(in_workspace, capsys):

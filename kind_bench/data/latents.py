@@ -52,6 +52,13 @@ def vae_digest(path: str) -> str:
     return digest.hexdigest()
 
 
+def codec_digest(cfg: Config) -> str | None:
+    """:func:`vae_digest` of the config's VAE (None in pixel space): what a model in its latent space was
+    trained on, beside the images, so an ancestry or a cell names it (replacing the VAE's files at the same
+    path must not pass as the same run)."""
+    return vae_digest(cfg.model.vae_path) if cfg.model.vae_path is not None else None
+
+
 def cache_dir(cfg: Config, images, flip: bool) -> Path:
     """Where the moments of ``images`` under this VAE live."""
     key = hashlib.sha256(f"{images.identity()}|{vae_digest(cfg.model.vae_path)}|flip={flip}".encode()).hexdigest()

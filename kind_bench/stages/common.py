@@ -53,7 +53,10 @@ def check_ancestry(cfg: Config, name: str) -> str:
     path, what = ancestry_weights(cfg, name), f"ancestry checkpoint ({name})"
     load_tensors(path, what, hint=pretrain_hint(cfg, name))
     meta = load_metadata(path, what)
-    expected = ancestry_identity(as_dict(cfg), ancestry_seed(cfg), str(load_prepared(cfg).record["data_sha256"]))
+    from kind_bench.data.latents import codec_digest
+
+    expected = ancestry_identity(as_dict(cfg), ancestry_seed(cfg), str(load_prepared(cfg).record["data_sha256"]),
+                                 codec_digest(cfg))
     if meta.get("identity") != expected:
         raise UserError(f"{what} {path} was pre-trained with another config, seed or data than this call's: rerun "
                         f"{pretrain_hint(cfg, name)}")

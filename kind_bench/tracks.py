@@ -131,8 +131,8 @@ def measure_classifier(model: nn.Module, part, device: torch.device, workers: in
     if isinstance(part, ImageSet):
         logits = predict(model, part.images.to(device))
     else:
-        from torch.utils.data import DataLoader
+        from kind_bench.data.sources import file_loader
 
-        loader = DataLoader(part.dataset(), batch_size=256, num_workers=workers)
+        loader = file_loader(part.dataset(), 256, workers)
         logits = torch.cat([predict(model, images.to(device)) for images, _ in loader])
     return Measurement([classification_metrics(logits, part.labels)], len(part))

@@ -195,6 +195,7 @@ def test_a_streamed_imagefolder_trains_a_latent_model_from_a_cache_encoded_once(
     assert main(["data", *overrides]) == 0
     prepared = next((tmp_path / "artifacts/data").glob("*.safetensors"))
     assert "images" not in load_file(str(prepared))  # an index, not the pixels
+    from kind_bench import distributed
     from kind_bench.config import compose
     from kind_bench.data import load_prepared
     from kind_bench.data.latents import encode_cached
@@ -203,9 +204,16 @@ def test_a_streamed_imagefolder_trains_a_latent_model_from_a_cache_encoded_once(
     cfg = compose(overrides)
     codec = make_codec(str(tiny_vae), 1, 8, torch.device("cpu"))
     train = load_prepared(cfg).train
+    monkeypatch.setattr(distributed, "is_main", lambda: False)  # another rank, before the cache exists
+    other_rank = encode_cached(cfg, train, codec, torch.device("cpu"))
+    assert not (tmp_path / "artifacts/latents").exists() and sum(calls) == 2 * len(train)  # encoded, not written
+    monkeypatch.undo()
+    calls.clear()
+    monkeypatch.setattr(VaeCodec, "moments", lambda self, x: calls.append(len(x)) or real(self, x))
     first = encode_cached(cfg, train, codec, torch.device("cpu"))
     encoded = sum(calls)
     assert encoded == 2 * len(train)  # each image and its mirror image, once
+    assert torch.equal(other_rank.mean, first.mean) and torch.equal(other_rank.std, first.std)
     assert first.mean.shape[:2] == (len(train), 2) and (first.std > 0).all()
     again = encode_cached(cfg, train, codec, torch.device("cpu"))
     assert sum(calls) == encoded and torch.equal(again.mean, first.mean)  # reused, not re-encoded
@@ -213,6 +221,26 @@ def test_a_streamed_imagefolder_trains_a_latent_model_from_a_cache_encoded_once(
     assert draws.shape == (4, 2, 4, 4) and not torch.equal(draws, first.mean[:4, 0] * codec.scale)
     with pytest.raises(UserError, match="streams from files"):
         _ = train.images
+
+
+def _read_in_a_daemonic_process(dataset, queue) -> None:
+    from kind_bench.data.sources import file_loader
+
+    queue.put(sum(len(x) for (x,) in file_loader(dataset, 2, workers=2)))
+
+
+def test_files_are_read_inside_a_daemonic_process_such_as_a_sweeps_pool():
+    import multiprocessing
+
+    from torch.utils.data import TensorDataset
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_read_in_a_daemonic_process, args=(TensorDataset(torch.arange(5.0)), queue),
+                            daemon=True)
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0 and queue.get(timeout=5) == 5  # no worker processes there: this one reads
 
 
 def test_streamed_files_are_identified_by_their_pixels_not_only_their_names(tmp_path, image_folder, monkeypatch):

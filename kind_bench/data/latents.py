@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from kind_bench.config import Config
+from kind_bench.data.sources import file_loader
 from kind_bench.io import load_tensors, save_tensors, write_json
 
 SHARD = 4096  # images per shard
@@ -69,21 +70,33 @@ def _write_shard(folder: Path, index: int, means: list[torch.Tensor], stds: list
     save_tensors(folder / f"shard-{index:05d}.safetensors", {"mean": torch.cat(means), "std": torch.cat(stds)})
 
 
+def _moments(cfg: Config, images, codec, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The posterior moments of ``images``, batch by batch, on the CPU: (mean, std), each (B, orientations, ...)."""
+    for batch, _ in file_loader(images.dataset(), 64, cfg.data.workers):
+        batch = batch.to(device)
+        moments = [codec.moments(side) for side in ([batch, batch.flip(-1)] if cfg.data.flip else [batch])]
+        yield torch.stack([m for m, _ in moments], 1).cpu(), torch.stack([s for _, s in moments], 1).cpu()
+
+
 @torch.no_grad()
 def encode_cached(cfg: Config, images, codec, device: torch.device) -> PosteriorSet:
-    """The posterior moments of ``images`` (an ImageSet or FileSet), from the cache or encoded now."""
+    """The posterior moments of ``images`` (an ImageSet or FileSet), from the cache or encoded now (and
+    cached by the first process only; another rank that finds no cache keeps its own encoding in memory)."""
+    from kind_bench.distributed import is_main
+
     folder = cache_dir(cfg, images, cfg.data.flip)
     manifest = folder / "manifest.json"
+    sample = cfg.data.latents == "sample"
+    if not manifest.is_file() and not is_main():
+        mean, std = (torch.cat(parts) for parts in zip(*_moments(cfg, images, codec, device), strict=True))
+        return PosteriorSet(mean.to(device), std.to(device), codec.scale, sample=sample)
     if not manifest.is_file():
-        loader = DataLoader(images.dataset(), batch_size=64, num_workers=cfg.data.workers, shuffle=False)
         means: list[torch.Tensor] = []
         stds: list[torch.Tensor] = []
         shards = 0
-        for batch, _ in loader:
-            batch = batch.to(device)
-            moments = [codec.moments(side) for side in ([batch, batch.flip(-1)] if cfg.data.flip else [batch])]
-            means.append(torch.stack([m for m, _ in moments], 1).cpu())
-            stds.append(torch.stack([s for _, s in moments], 1).cpu())
+        for mean, std in _moments(cfg, images, codec, device):
+            means.append(mean)
+            stds.append(std)
             if sum(len(m) for m in means) >= SHARD:
                 _write_shard(folder, shards, means, stds)
                 means, stds, shards = [], [], shards + 1
@@ -95,7 +108,7 @@ def encode_cached(cfg: Config, images, codec, device: torch.device) -> Posterior
     loaded = [load_tensors(folder / f"shard-{i:05d}.safetensors", "latent cache shard") for i in range(count)]
     mean = torch.cat([s["mean"] for s in loaded]).to(device)
     std = torch.cat([s["std"] for s in loaded]).to(device)
-    return PosteriorSet(mean, std, codec.scale, sample=cfg.data.latents == "sample")
+    return PosteriorSet(mean, std, codec.scale, sample=sample)
 
 
 def training_inputs(cfg: Config, images, codec, device: torch.device):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from kind_bench.config import Config, DataConfig
 from kind_bench.errors import UserError
@@ -161,6 +161,15 @@ def _digits() -> tuple[ImageSet, str]:
     digest = hashlib.sha256(digits.images.astype(np.float64).tobytes() + digits.target.astype(np.int64).tobytes())
     images = torch.from_numpy(digits.images).float().unsqueeze(1) / 16.0 * 2.0 - 1.0
     return ImageSet(images.contiguous(), torch.from_numpy(digits.target).long()), digest.hexdigest()
+
+
+def file_loader(dataset: Dataset, batch_size: int, workers: int) -> DataLoader:
+    """Batches of ``dataset`` in order, read by ``workers`` processes (``data.workers``), or by this one inside
+    a daemonic process (a cell of a CPU sweep's pool), which may not start children."""
+    import multiprocessing
+
+    daemonic = multiprocessing.current_process().daemon
+    return DataLoader(dataset, batch_size=batch_size, num_workers=0 if daemonic else workers, shuffle=False)
 
 
 def read_image(path: str | Path, channels: int):  # -> PIL.Image in mode L or RGB

@@ -140,12 +140,19 @@ def test_recombined_model_keeps_only_the_classes_tailors_and_computes_the_same_f
     torch.manual_seed(0)
     kind = build_kind_model(KindAncestryOptions(n_tailors=6, tailors_per_class=2), TARGET)
     randomise(kind)
-    small = recombine(kind, [0])
+    small = recombine(kind, [0], guidance=True)
     kept = int(kind.kind_gate.mask[0].sum())
     assert all(layer.n_tailors == kept for _, layer in kind_layers(small))
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in kind.parameters())
     x, t, y = inputs([0, 0, 3])  # class 0 and the null label
     torch.testing.assert_close(small(x, timestep=t, class_labels=y).sample, kind(x, timestep=t, class_labels=y).sample,
+                               atol=1e-5, rtol=1e-5)
+    own = build_kind_model(KindAncestryOptions(n_tailors=6, tailors_per_class=2, null_tailors="own"), TARGET)
+    randomise(own)  # the null label opens tailors of its own: guided sampling needs them
+    assert kind_layers(recombine(own, [0], guidance=False))[0][1].n_tailors == 2
+    small = recombine(own, [0], guidance=True)
+    assert kind_layers(small)[0][1].n_tailors == int(own.kind_gate.mask[[0, 3]].amax(0).sum()) > 2
+    torch.testing.assert_close(small(x, timestep=t, class_labels=y).sample, own(x, timestep=t, class_labels=y).sample,
                                atol=1e-5, rtol=1e-5)
 
 

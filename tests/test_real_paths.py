@@ -344,3 +344,43 @@ def test_a_task_with_a_root_of_its_own_trains_on_that_root(tmp_path, image_folde
     cfg = compose([*base, f"task.root={shift}"])
     own, suite = load_prepared(cfg, task=True), load_prepared(cfg)
     assert own.record["root"] == str(shift) and suite.record["root"] == str(image_folder)
+
+
+def test_the_paper_tier_runs_end_to_end_at_toy_size(tmp_path, image_folder, tiny_vae, inception_weights, monkeypatch):
+    """suite=paper's own code paths (a class split, a VAE, streamed files, Inception, DDPM, EMA, bf16 off),
+    at a toy size: data, a KIND ancestry, a transfer with its evaluation, and the recombination curve."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"pretrain": ["a", "c", "e"], "novel": ["b", "d", "f"]}))
+    toy = ["suite=paper", f"data.root={image_folder}", f"suite.class_split={split}", f"model.vae_path={tiny_vae}",
+           f"eval.inception_weights={inception_weights}", "model=dit_micro", f"model.vae_path={tiny_vae}",
+           "data.image_size=8", "data.channels=1", "data.workers=0", "pretrain.steps=4", "transfer.steps=4",
+           "pretrain.batch_size=8", "transfer.batch_size=8", "pretrain.checkpoint_every=0",
+           "transfer.checkpoint_every=0", "pretrain.precision=fp32", "transfer.precision=fp32",
+           "sample.precision=fp32", "sample.steps=2", "sample.samples_per_class=3", "pretrain.snapshots=[1.0]",
+           "transfer.snapshots=[1.0]",
+           "sample.snapshot_samples_per_class=3", "eval.kid_subset_size=2", "eval.kid_subsets=2", "eval.isc_splits=1",
+           "eval.prc_neighborhood=1", "runtime.compile=false", "quiet=true"]
+    kind = [*toy, "ancestry.n_tailors=4", "ancestry.tailors_per_class=2"]
+    assert main(["data", *toy]) == 0
+    assert main(["pretrain", "ancestry=kind", *kind]) == 0
+    assert main(["run", "method=kind", "task=paper_novel", "seed=0", *kind]) == 0
+    (record,) = (tmp_path / "results/adhoc/paper/kind").glob("*/kind-paper_novel-0.json")
+    assert json.loads(record.read_text())["run_info"]["status"] == "success"
+    from kind_bench.data import FileSet
+    from kind_bench.stages import recombine
+
+    references = []
+
+    class Stub:  # the recombination's scorer, without Inception's 2048-d FD (covered above): what it is given
+        def __init__(self, reference, *args) -> None:
+            references.append(reference)
+
+        def __call__(self, images, source_ids) -> dict[str, float]:
+            return {"fid": 0.0}
+
+    monkeypatch.setattr(recombine, "Scorer", Stub)
+    assert main(["recombine", "ancestry=kind", *kind]) == 0
+    assert len(references) == 3 and all(isinstance(r, FileSet) for r in references)  # the streamed test set

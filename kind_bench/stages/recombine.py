@@ -1,7 +1,8 @@
 """Stage ``recombine``: KIND's "decomposable models" claim, measured on the pre-trained KIND ancestry.
 
 For k = 1 .. all ancestry classes, deploy the ancestry for its first k classes by keeping only the
-learngenes and the tailors those classes open (the others are dropped from every layer), count the
+learngenes and the tailors those classes (and, with guidance, the null label) open (the others are dropped
+from every layer), count the
 parameters, and score k x ``sample.samples_per_class`` samples against the real test images of those
 classes. The full model is scored on the same classes with the same noise: the recombined model must
 match it (it computes the same function for those classes), which the curve records as a sanity column.
@@ -28,15 +29,16 @@ from kind_bench.metrics import primary_metric
 from kind_bench.metrics.fidelity import Scorer
 from kind_bench.paths import evaluator_weights, recombination_path
 from kind_bench.stages.common import load_ancestry, require_evaluator, setup
-from kind_bench.stages.evaluate import generate
+from kind_bench.stages.evaluate import generate, reference_of
 
 
 @torch.no_grad()
-def recombine(model: nn.Module, classes: list[int]) -> nn.Module:
-    """A copy of a KIND model with only the learngenes and the tailors that ``classes`` open."""
+def recombine(model: nn.Module, classes: list[int], guidance: bool) -> nn.Module:
+    """A copy of a KIND model with only the learngenes and the tailors that ``classes`` open (and, with
+    classifier-free ``guidance``, those the null label opens: the unconditional half of every step)."""
     small = copy.deepcopy(model)
     gate = small.kind_gate
-    keep = gate.mask[classes].amax(0) > 0
+    keep = gate.mask[classes + ([gate.num_classes] if guidance else [])].amax(0) > 0
     for _, layer in kind_layers(small):
         layer.U_T = nn.Parameter(layer.U_T[:, keep].clone())
         layer.sigma_T = nn.Parameter(layer.sigma_T[keep].clone())
@@ -60,8 +62,8 @@ def run(cfg: Config) -> str:
     rows = []
     for k in range(1, len(names) + 1):
         classes = list(range(k))
-        small = recombine(full, classes).to(device).eval()
-        scorer = Scorer(ancestry_set(test, names[:k]).images, cfg.eval, evaluator_weights(cfg), device)
+        small = recombine(full, classes, guidance=cfg.sample.guidance_scale > 1).to(device).eval()
+        scorer = Scorer(reference_of(ancestry_set(test, names[:k])), cfg.eval, evaluator_weights(cfg), device)
         images, labels = generate(small, classes, per_class, cfg.seed, cfg, codec, device)
         full_images, _ = generate(full, classes, per_class, cfg.seed, cfg, codec, device)
         source_ids = torch.tensor(names)[labels]

@@ -118,3 +118,35 @@ def test_a_checkpoint_written_on_another_device_type_is_not_resumed(monkeypatch)
     monkeypatch.setattr(checkpoint, "pick_device", lambda: torch.device("cuda"))  # a CUDA generator's state differs
     assert checkpoint.fingerprint(config, "transfer", resumable=True) != on_cpu
     assert checkpoint.fingerprint(config, "transfer") != checkpoint.fingerprint(config, "transfer", resumable=True)
+
+
+@pytest.mark.usefixtures("with_vanilla")  # the micro vanilla ancestry, pre-trained once
+def test_a_run_resumed_under_another_number_of_processes_is_finished_and_evaluated(in_workspace, monkeypatch, capsys):
+    from kind_bench import checkpoint, distributed, train
+    from kind_bench.stages import transfer
+
+    cell = micro("method=full_finetune", "transfer.steps=40", "transfer.checkpoint_every=10",
+                 "transfer.snapshots=[0.25,1.0]", ancestry=False)
+
+    def two_processes(*args, **kwargs):  # the fingerprints a 2-process launch computes on rank 0
+        with monkeypatch.context() as patch:
+            patch.setattr(distributed, "world", lambda: (0, 2))
+            return checkpoint.fingerprint(*args, **kwargs)
+
+    def killed_at_step_20(path, model, optimizer, schedule, generator, loop, *rest):
+        save_checkpoint(path, model, optimizer, schedule, generator, loop, *rest)
+        if loop.step == 20:  # after the step-10 snapshot
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(transfer, "fingerprint", two_processes)
+        patch.setattr(train, "save_checkpoint", killed_at_step_20)
+        assert main(["transfer", *cell]) != 0
+    assert "interrupted" in capsys.readouterr().err
+    run = in_workspace / "artifacts/digits/runs/full_finetune/full_finetune-novel-0"
+    early = (run / "step-000010.safetensors").read_bytes()
+    assert (run / "resume.safetensors").is_file()
+    assert main(["transfer", *cell]) == 0  # resumed in one process: the snapshot from before the kill is kept
+    assert (run / "step-000010.safetensors").read_bytes() == early and not (run / "resume.safetensors").exists()
+    assert main(["evaluate", *cell]) == 0  # its step-10 snapshot, written under 2 processes, is the run's
+    assert main(["run", *cell]) == 0 and "up to date" in capsys.readouterr().out

@@ -56,6 +56,7 @@ from kind_bench.stages.common import (
     seed_everything,
     setup,
 )
+from kind_bench.stages.transfer import snapshot_fingerprint
 from kind_bench.tracks import Measurement, flops_per_item, measure_classifier
 from kind_bench.train import show_progress
 
@@ -206,7 +207,7 @@ def evaluate_cell(cfg: Config) -> str:
                                  leave=False):
                 path = snapshot_path(cfg, cell, snapshot["step"])
                 meta = load_module(path, model, what="descendant snapshot")
-                if meta.get("fingerprint") != trained["fingerprint"]:
+                if meta.get("fingerprint") != snapshot_fingerprint(trained):
                     raise UserError(f"snapshot {path} was written by another run than {run_dir(cfg, cell)}/train.json "
                                     f"records: rerun the cell (kind-bench run ...)")
                 model.eval()

@@ -40,6 +40,13 @@ from kind_bench.tracks import objective
 from kind_bench.train import snapshot_schedule, train
 
 
+def snapshot_fingerprint(record: dict[str, Any]) -> str | None:
+    """The fingerprint a training record's snapshots carry: the run's own without the number of processes
+    (a run resumes under another world size, so its earlier snapshots were written under the first one;
+    records from before this rule stamped them with the run's fingerprint)."""
+    return record.get("snapshot_fingerprint", record.get("fingerprint"))
+
+
 def finished(cfg: Config, cell: Cell, tag: str) -> dict[str, Any] | None:
     """The cell's training record if it holds a successful run with fingerprint ``tag`` whose every
     snapshot was written by that same run; else None."""
@@ -50,7 +57,7 @@ def finished(cfg: Config, cell: Cell, tag: str) -> dict[str, Any] | None:
             return None
         for snapshot in record["snapshots"]:
             file = snapshot_path(cfg, cell, snapshot["step"])
-            if not file.is_file() or load_metadata(file, "snapshot").get("fingerprint") != tag:
+            if not file.is_file() or load_metadata(file, "snapshot").get("fingerprint") != snapshot_fingerprint(record):
                 return None
     except (UserError, KeyError, TypeError):  # a damaged record or snapshot means an unfinished run
         return None
@@ -87,7 +94,8 @@ def train_cell(cfg: Config) -> str:
     record: dict[str, Any] = {
         "run_id": rid, "method": method.name, "task": cfg.task.name, "seed": cfg.seed,
         "ancestry_seed": ancestry_seed(cfg) if method.ancestry else None, "config": as_dict(cfg), "error": None,
-        "train_info": {}, "snapshots": [], "fingerprint": tag, "split": prepared.record,
+        "train_info": {}, "snapshots": [], "fingerprint": tag, "snapshot_fingerprint": resume_tag,
+        "split": prepared.record,
         "method_source": distribution_of(method.name),
     }
     resume = out / "resume.safetensors"
@@ -113,7 +121,7 @@ def train_cell(cfg: Config) -> str:
             model, phases, training_inputs(cfg, data, codec, device), data.labels.to(device), cfg.transfer,
             objective(cfg, model), seed=cfg.seed, desc=f"transfer {rid}",
             quiet=cfg.quiet, checkpoint=resume, fingerprint=resume_tag,
-            on_snapshot=lambda step, m: save_module(snapshot_path(cfg, cell, step), m, {"fingerprint": tag},
+            on_snapshot=lambda step, m: save_module(snapshot_path(cfg, cell, step), m, {"fingerprint": resume_tag},
                                                     params=unique([p for phase in phases for p in phase.params])),
             runtime=cfg.runtime,
         )

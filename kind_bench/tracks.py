@@ -110,20 +110,31 @@ def objective(cfg: Config, model: nn.Module) -> Callable:
 
 
 def flops_per_item(cfg: Config, model: nn.Module, num_classes: int, device: torch.device, codec) -> float:
-    """FLOPs per generated sample (a full guided sampling trajectory) or per classified image."""
+    """FLOPs per generated sample (a full guided sampling trajectory, on the model that samples: a KIND model's
+    merged weights with ``sample.merged``) or per classified image. Every sampler step is one model call, so
+    one step is counted and multiplied by ``sample.steps``."""
     if cfg.track == "classification":
         images = torch.zeros(num_classes, cfg.data.channels, cfg.data.image_size, cfg.data.image_size, device=device)
         return count_flops(lambda: predict(model, images)) / num_classes
+    import dataclasses
     from functools import partial
 
     from kind_bench.diffusion import noise_scheduler, sample
+    from kind_bench.kind.decompose import deploy
     from kind_bench.metrics.cost import sampling_flops
 
     shape = (codec.channels, codec.size, codec.size)
-    draw = partial(sample, model, train_scheduler=noise_scheduler(cfg.diffusion), cfg=cfg.sample,
+    guided = cfg.sample.guidance_scale > 1
+    one_step = dataclasses.replace(cfg.sample, steps=1)
+    if cfg.sample.merged and hasattr(model, "kind_gate"):  # every class's merged model costs the same
+        net, per_class = deploy(model, 0, guided), lambda labels: torch.zeros_like(labels)
+    else:
+        net, per_class = model, lambda labels: labels
+    draw = partial(sample, net, train_scheduler=noise_scheduler(cfg.diffusion), cfg=one_step,
                    null=null_label(model), generator=torch.Generator(device=device))
-    return sampling_flops(lambda labels: draw(labels, torch.zeros(len(labels), *shape, device=device)), num_classes,
-                          device)
+    step = sampling_flops(lambda labels: draw(per_class(labels), torch.zeros(len(labels), *shape, device=device)),
+                          num_classes, device)
+    return step * cfg.sample.steps
 
 
 def measure_classifier(model: nn.Module, part, device: torch.device, workers: int = 0) -> Measurement:

@@ -201,3 +201,26 @@ def test_sampling_precision_bf16_denoises_under_autocast(monkeypatch):
     assert not any(autocast)
     images, _, autocast = _sampled(dense, monkeypatch, "sample.precision=bf16")
     assert all(autocast) and images.dtype == torch.float32
+
+
+def test_flops_per_sample_count_the_model_that_samples_over_the_whole_trajectory():
+    import dataclasses
+    from functools import partial
+
+    from kind_bench.config import compose
+    from kind_bench.diffusion import noise_scheduler, sample
+    from kind_bench.metrics.cost import sampling_flops
+    from kind_bench.models.vae import PixelCodec
+    from kind_bench.tracks import flops_per_item
+
+    cfg = compose(["sample.steps=3"])
+    codec, cpu = PixelCodec(1, 8), torch.device("cpu")
+    dense = build_dit(MODEL, 3, 1, 8)
+    kind = build_kind_model(KindAncestryOptions(n_tailors=4, tailors_per_class=2), TARGET)
+    draw = partial(sample, dense, train_scheduler=noise_scheduler(cfg.diffusion), cfg=cfg.sample, null=3,
+                   generator=torch.Generator())
+    trajectory = sampling_flops(lambda labels: draw(labels, torch.zeros(len(labels), 1, 8, 8)), 3, cpu)
+    assert flops_per_item(cfg, dense, 3, cpu, codec) == trajectory  # one step's count x 3 steps
+    assert flops_per_item(cfg, kind, 3, cpu, codec) == trajectory  # KIND samples through merged dense weights
+    gated = dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, merged=False))
+    assert flops_per_item(gated, kind, 3, cpu, codec) > trajectory  # the gated path's tailor products

@@ -537,6 +537,9 @@ def _validate_model(cfg: Config) -> None:
     else:
         _require(cfg.data.image_size % model.patch_size == 0,
                  f"model.patch_size={model.patch_size} does not divide data.image_size={cfg.data.image_size}")
+        _require(not cfg.data.flip and cfg.data.latents == "mean",
+                 f"data.flip={cfg.data.flip} and data.latents={cfg.data.latents} apply to a latent model "
+                 "(model.vae_path): in pixel space use data.flip=false data.latents=mean")
 
 
 def _validate_sampling(cfg: Config) -> None:

@@ -186,6 +186,8 @@ CASES: list[tuple[str, list[str], str, Setup | None]] = [
     ("an unknown DINOv2 architecture", ["run", *FULL, "eval.dinov2_weights=other.safetensors",
                                         "eval.dinov2_arch=vit_tiny"],
      "eval.dinov2_arch=vit_tiny is not one of timm's DINOv2 architectures: vit_base_patch14_dinov2", other_weights),
+    ("flips in pixel space", ["run", *FULL, "data.flip=true"],
+     "data.flip=True and data.latents=mean apply to a latent model (model.vae_path)", None),
     ("an untrained evaluator", ["evaluator", "evaluator.epochs=-1"], "evaluator.epochs=-1 must be >= 1", None),
     ("a negative evaluator rate", ["evaluator", "evaluator.lr=-5"], "evaluator.lr=-5.0 must be positive", None),
     ("an unknown tuning metric", ["tune", *FULL, "tuning.metric=nope"],

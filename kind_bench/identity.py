@@ -43,13 +43,18 @@ SUITE_UNIDENTIFYING = (*SUITE_STAGES, "requires")
 READ_SPEED_ONLY = {"data": ("workers",)}
 
 
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    return as_dict(Config())
+
+
 def identifying(config: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:
     """The part of a config dict that decides a run's numbers (without :data:`UNIDENTIFYING` and ``drop``;
     :data:`READ_SPEED_ONLY` at their defaults)."""
     kept = {k: v for k, v in config.items() if k not in UNIDENTIFYING + drop}
     for section, keys in READ_SPEED_ONLY.items():
         if isinstance(kept.get(section), dict):
-            defaults = as_dict(Config())[section]
+            defaults = _defaults()[section]
             kept[section] = {**kept[section], **{k: defaults[k] for k in keys if k in kept[section]}}
     if isinstance(kept.get("suite"), dict):
         kept["suite"] = {k: v for k, v in kept["suite"].items() if k not in SUITE_UNIDENTIFYING}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -291,19 +292,28 @@ def _one_line(exc: OmegaConfBaseException) -> str:
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Compose ``benchmarks/config.yaml`` with ``key=value`` overrides into a validated Config."""
-    from contextlib import nullcontext
-
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
 
     overrides = list(overrides)
     _check_group_choices(overrides)
     inside_app = GlobalHydra.instance().is_initialized()  # a job of kind_bench.hydra_app: same config tree
+    return to_config(_hydra_composed(tuple(overrides), inside_app))
+
+
+@functools.lru_cache(maxsize=512)
+def _hydra_composed(overrides: tuple[str, ...], inside_app: bool) -> DictConfig:
+    """Hydra's composition of the config tree with ``overrides`` (about 0.3 s each; the tree is read once per
+    process, so a repeated composition, such as a published config compared with every cell, is reused;
+    callers only read it)."""
+    from contextlib import nullcontext
+
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
     try:
         with nullcontext() if inside_app else initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            raw = hydra_compose(config_name="config", overrides=overrides)
+            return hydra_compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         message = str(exc).strip().splitlines()[0]
         if exc.__cause__ is not None and str(exc.__cause__).strip():
@@ -312,7 +322,6 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> Config:
         if unknown and "not in struct" in message:
             message = unknown_key(unknown.group(1))
         raise UserError(message) from None
-    return to_config(raw)
 
 
 def unknown_key(key: str) -> str:

@@ -97,10 +97,15 @@ def _canonical_cell(suite: str, method: str, task: str, seed: int, given: tuple[
 
 
 @functools.cache
-def _canonical_ancestry(suite: str, name: str, given: tuple[str, ...]) -> dict[str, Any]:
+def _canonical_ancestry(suite: str, name: str, given: tuple[str, ...]) -> dict[str, Any] | None:
+    """The published ancestry's config, or None when it does not compose with the given data (cached too:
+    a failed composition is as slow as a successful one, and an ancestry's does not depend on tuning)."""
     from kind_bench.methods import compose_ancestry
 
-    return as_dict(compose_ancestry([f"suite={suite}", *given], name))
+    try:
+        return as_dict(compose_ancestry([f"suite={suite}", *given], name))
+    except UserError:
+        return None
 
 
 def user_given(cfg: Config) -> tuple[str, ...]:
@@ -118,11 +123,8 @@ def canonical(cfg: Config) -> dict[str, Any]:
 def is_canonical_ancestry(cfg: Config, name: str) -> bool:
     """Whether ``cfg`` would pre-train the published ``name`` ancestry (not when the published config does not
     compose with this call's data, e.g. a KID subset larger than its few classes draw: then it is a variant)."""
-    try:
-        published = _canonical_ancestry(cfg.suite.name, name, user_given(cfg))
-    except UserError:
-        return False
-    return ancestry_digest(as_dict(cfg)) == ancestry_digest(published)
+    published = _canonical_ancestry(cfg.suite.name, name, user_given(cfg))
+    return published is not None and ancestry_digest(as_dict(cfg)) == ancestry_digest(published)
 
 
 def namespace(cfg: Config, training: bool = False) -> str:

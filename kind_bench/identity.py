@@ -74,14 +74,14 @@ def ancestry_digest(config: dict[str, Any]) -> str:
     return digest(kept)
 
 
-def ancestry_identity(config: dict[str, Any], seed: int, data_sha256: str, vae: str | None = None) -> str:
-    """What an ancestry file must record to be used: its config digest, pre-training seed and data checksum
-    (and, in a VAE's latent space, the VAE's content digest).
+def ancestry_identity(config: dict[str, Any], seed: int, sources: list[str]) -> str:
+    """What an ancestry file must record to be used: its config digest, pre-training seed and what it trained
+    from (:func:`kind_bench.data.latents.training_sources`: the data checksum, and the VAE's in a latent space).
 
     (Code is DVC's business: a code change reruns the pretrain stages that depend on it.)
     """
-    identity = f"{ancestry_digest(config)}/seed-{seed}/{data_sha256[:16]}"
-    return identity if vae is None else f"{identity}/vae-{vae[:16]}"
+    data, *vae = sources
+    return "/".join([ancestry_digest(config), f"seed-{seed}", data[:16], *(v.replace(" ", "-")[:20] for v in vae)])
 
 
 def seedless_digest(config: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ posterior (``sample``, DiT's choice), of a random orientation, times the VAE's s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -45,19 +46,26 @@ class PosteriorSet:
 
 
 def vae_digest(path: str) -> str:
-    """SHA-256 of a diffusers VAE folder's config and weight files."""
+    """SHA-256 of a diffusers VAE folder's config and weight files (hashed once per state of those files: a
+    stage asks for it several times, and an SD-VAE is ~330 MB)."""
+    files = sorted(f for f in Path(path).rglob("*") if f.is_file() and f.suffix in (".json", ".safetensors"))
+    return _hashed(str(path), tuple((f.relative_to(path).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
+                                    for f in files))
+
+
+@functools.lru_cache(maxsize=8)
+def _hashed(path: str, state: tuple[tuple[str, int, int], ...]) -> str:
     digest = hashlib.sha256()
-    for file in sorted(Path(path).rglob("*")):
-        if file.is_file() and file.suffix in (".json", ".safetensors"):
-            digest.update(file.relative_to(path).as_posix().encode() + b"\0" + file.read_bytes())
+    for name, _, _ in state:
+        digest.update(name.encode() + b"\0" + (Path(path) / name).read_bytes())
     return digest.hexdigest()
 
 
-def codec_digest(cfg: Config) -> str | None:
-    """:func:`vae_digest` of the config's VAE (None in pixel space): what a model in its latent space was
-    trained on, beside the images, so an ancestry or a cell names it (replacing the VAE's files at the same
+def training_sources(cfg: Config, data_sha256: str) -> list[str]:
+    """What a model trains from besides its config and code, for fingerprints and identities: the prepared
+    data's checksum and, in a VAE's latent space, the VAE's contents (replacing the VAE's files at the same
     path must not pass as the same run)."""
-    return vae_digest(cfg.model.vae_path) if cfg.model.vae_path is not None else None
+    return [data_sha256] if cfg.model.vae_path is None else [data_sha256, f"vae {vae_digest(cfg.model.vae_path)}"]
 
 
 def cache_dir(cfg: Config, images, flip: bool) -> Path:

@@ -53,10 +53,10 @@ def check_ancestry(cfg: Config, name: str) -> str:
     path, what = ancestry_weights(cfg, name), f"ancestry checkpoint ({name})"
     load_tensors(path, what, hint=pretrain_hint(cfg, name))
     meta = load_metadata(path, what)
-    from kind_bench.data.latents import codec_digest
+    from kind_bench.data.latents import training_sources
 
-    expected = ancestry_identity(as_dict(cfg), ancestry_seed(cfg), str(load_prepared(cfg).record["data_sha256"]),
-                                 codec_digest(cfg))
+    sources = training_sources(cfg, str(load_prepared(cfg).record["data_sha256"]))
+    expected = ancestry_identity(as_dict(cfg), ancestry_seed(cfg), sources)
     if meta.get("identity") != expected:
         raise UserError(f"{what} {path} was pre-trained with another config, seed or data than this call's: rerun "
                         f"{pretrain_hint(cfg, name)}")

@@ -18,7 +18,7 @@ import torch
 from kind_bench.checkpoint import fingerprint
 from kind_bench.config import Config, as_dict
 from kind_bench.data import ancestry_set, load_prepared
-from kind_bench.data.latents import codec_digest, training_inputs
+from kind_bench.data.latents import training_inputs, training_sources
 from kind_bench.distributed import is_main
 from kind_bench.identity import ancestry_identity
 from kind_bench.io import save_module, write_json
@@ -46,9 +46,8 @@ def run(cfg: Config) -> str:
         seed_everything(cfg.seed)
         model = ancestry.build(make_target(cfg, codec, len(cfg.suite.ancestry_classes), cfg.model.depth)).to(device)
         snapshots: dict[int, dict[str, torch.Tensor]] = {}
-        vae = codec_digest(cfg)
-        tag = fingerprint(as_dict(cfg), f"pretrain {name}", type(ancestry), str(prepared.record["data_sha256"]),
-                          *([f"vae {vae}"] if vae else []))
+        sources = training_sources(cfg, str(prepared.record["data_sha256"]))
+        tag = fingerprint(as_dict(cfg), f"pretrain {name}", type(ancestry), *sources)
         result = train(model, [Phase(1.0, ancestry.trainable_parameters(model))],
                        training_inputs(cfg, data, codec, device), data.labels.to(device), cfg.pretrain,
                        objective(cfg, model), seed=cfg.seed,
@@ -56,7 +55,7 @@ def run(cfg: Config) -> str:
                        checkpoint=weights.with_suffix(".resume.safetensors"), fingerprint=tag, runtime=cfg.runtime,
                        on_snapshot=lambda step, m: snapshots.__setitem__(step, {k: v.clone() for k, v
                                                                                 in m.state_dict().items()}))
-        identity = ancestry_identity(as_dict(cfg), cfg.seed, str(prepared.record["data_sha256"]), vae)
+        identity = ancestry_identity(as_dict(cfg), cfg.seed, sources)
         if not is_main():  # rank 0 saves, evaluates and writes
             return "success"
         classes = cfg.suite.ancestry_classes

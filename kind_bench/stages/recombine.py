@@ -1,14 +1,13 @@
 """Stage ``recombine``: KIND's "decomposable models" claim, measured on the pre-trained KIND ancestry.
 
-For k = 1 .. all ancestry classes, deploy the ancestry for its first k classes by keeping only the
-learngenes and the tailors those classes (and, with guidance, the null label) open (the others are dropped
-from every layer), count the
-parameters, and score k x ``sample.samples_per_class`` samples against the real test images of those
-classes. The full model is scored on the same classes with the same noise: the recombined model must
+For k = 1 .. all ancestry classes, deploy the ancestry for its first k classes by keeping only the learngenes
+and the tailors those classes (and, with guidance, the null label) open (the others are dropped from every
+layer), count the parameters, and score k x ``sample.samples_per_class`` samples against the real test images
+of those classes. The full model is scored on the same classes with the same noise: the recombined model must
 match it (it computes the same function for those classes), which the curve records as a sanity column.
-``deploy_params`` is the size of the merged dense model of one class (:func:`kind_bench.kind.decompose.deploy`,
-guidance off): the dense DiT's size, whatever k; ``max_abs_deploy_diff`` checks it samples what the gated
-model samples.
+``deploy_params`` is the size of the merged dense model of one class
+(:func:`kind_bench.kind.decompose.deploy`, guidance off): the dense DiT's size, whatever k;
+``max_abs_deploy_diff`` checks it samples what the gated model samples.
 """
 
 from __future__ import annotations

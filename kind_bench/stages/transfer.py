@@ -21,7 +21,7 @@ from typing import Any
 from kind_bench.checkpoint import fingerprint, has_checkpoint
 from kind_bench.config import Config, as_dict
 from kind_bench.data import load_prepared, target_set
-from kind_bench.data.latents import codec_digest, training_inputs
+from kind_bench.data.latents import training_inputs, training_sources
 from kind_bench.distributed import barrier, is_main, world
 from kind_bench.errors import UserError
 from kind_bench.io import load_metadata, read_json, save_module, write_json
@@ -67,9 +67,7 @@ def finished(cfg: Config, cell: Cell, tag: str) -> dict[str, Any] | None:
 def inputs(cfg: Config, method: Method) -> list[str]:
     """Checksums of what a cell trains from: the prepared data (and the VAE that encodes it, in a latent space)
     and, if it has one, its ancestry seed."""
-    found = [str(load_prepared(cfg, task=True).record["data_sha256"])]
-    if (vae := codec_digest(cfg)) is not None:
-        found.append(f"vae {vae}")
+    found = training_sources(cfg, str(load_prepared(cfg, task=True).record["data_sha256"]))
     if method.ancestry is not None:
         found.append(check_ancestry(cfg, method.ancestry.name))
     return found

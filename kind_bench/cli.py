@@ -131,6 +131,8 @@ def preflight(stage: Stage, configs: list) -> None:
             load_prepared(cfg, task=True)
     if "evaluator" in stage.needs:
         require_evaluator(first)
+        if stage.composer == "cell":
+            check_references(configs)
     if "ancestry" in stage.needs:
         checked: set[object] = set()
         for cfg in configs:
@@ -139,6 +141,16 @@ def preflight(stage: Stage, configs: list) -> None:
             if path is not None and path not in checked:  # present, intact and of this config, before any work
                 check_ancestry(cfg, ancestry.name)
                 checked.add(path)
+
+
+def check_references(configs: list) -> None:
+    """Every generation cell's reference holds at least one KID subset (a small task's test split may not)."""
+    from kind_bench.metrics.fidelity import check_kid_subset, scored_reference_size
+    from kind_bench.stages.evaluate import evaluation_part
+
+    for cfg in {(c.task.name, c.eval.split): c for c in configs if c.track == "generation"}.values():
+        n = scored_reference_size(len(evaluation_part(cfg)), cfg.eval)
+        check_kid_subset(cfg.eval.kid_subset_size, n, f"{cfg.eval.split} images of task {cfg.task.name}")
 
 
 def run_stage(verb: str, overrides: list[str]) -> list[tuple[str, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from kind_bench.config import compose
 from kind_bench.data import load_prepared, target_set
+from kind_bench.errors import UserError
 from kind_bench.metrics import DIRECTION
 from kind_bench.metrics.fidelity import Scorer, class_accuracy, quality_metrics, to_uint8
 from kind_bench.paths import evaluator_weights
@@ -126,3 +128,18 @@ def test_a_reference_limit_scores_against_a_fixed_subset(real):
     assert first.n_reference == 100 < len(test)
     assert first.quality(train.images[:150]) == again.quality(train.images[:150])  # the same subset each time
     assert Scorer(test.images, cfg.eval, weights, torch.device("cpu")).n_reference == len(test)
+
+
+def test_a_kid_subset_larger_than_the_reference_or_the_draw_is_refused_not_shrunk(real):
+    import dataclasses
+
+    cfg, train, test, weights = real
+    subset = cfg.eval.kid_subset_size
+    with pytest.raises(UserError, match=f"eval.kid_subset_size={subset} exceeds the {subset - 1} reference images"):
+        Scorer(test.images[: subset - 1], cfg.eval, weights, torch.device("cpu"))
+    scorer = Scorer(test.images, cfg.eval, weights, torch.device("cpu"))
+    with pytest.raises(UserError, match=f"exceeds the {subset - 1} generated images in the draw"):
+        scorer.quality(train.images[: subset - 1])
+    small = Scorer(test.images[:30], dataclasses.replace(cfg.eval, kid_subset_size=100), weights,
+                   torch.device("cpu"), kid_subset_size=30)  # a subset given explicitly (recombination's rows)
+    assert small.kid_subset_size == 30 and math.isfinite(small.quality(train.images[:30])["kid_digits"])

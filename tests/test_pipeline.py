@@ -97,4 +97,5 @@ def test_sweep_over_tasks_and_seeds_with_workers_floor_recombination_and_statist
     assert curve.params.is_monotonic_increasing and curve.params.iloc[-1] == curve.full_params.iloc[-1]
     assert (curve.max_abs_sample_diff < 1e-3).all() and (curve.max_abs_deploy_diff < 1e-3).all()
     assert (curve.deploy_params < curve.full_params).all()
+    assert (curve.kid_subset_size == 10).all()  # eval.kid_subset_size: every class here has more test images
     assert (in_workspace / "results/leaderboard/digits_samples/kind/novel.png").is_file()

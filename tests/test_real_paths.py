@@ -115,7 +115,7 @@ def test_inception_pth_weights_load_as_tensors_only(inception_weights, tmp_path)
 
 
 def test_inception_without_local_weights_is_bad_input():
-    cfg = EvalConfig(feature_extractor="inception-v3-compat", inception_weights="/no/weights.pth")
+    cfg = EvalConfig(feature_extractor="inception-v3-compat", inception_weights="/no/weights.pth", kid_subset_size=2)
     with pytest.raises(UserError, match="eval.inception_weights=/no/weights.pth: no such file"):
         quality_metrics(torch.zeros(4, 1, 8, 8), torch.zeros(4, 1, 8, 8), cfg, weights=None,
                         device=torch.device("cpu"))
@@ -375,7 +375,7 @@ def test_the_paper_tier_runs_end_to_end_at_toy_size(tmp_path, image_folder, tiny
     references = []
 
     class Stub:  # the recombination's scorer, without Inception's 2048-d FD (covered above): what it is given
-        def __init__(self, reference, *args) -> None:
+        def __init__(self, reference, *args, **kwargs) -> None:
             references.append(reference)
 
         def __call__(self, images, source_ids) -> dict[str, float]:

@@ -262,18 +262,29 @@ def scored_reference_size(n: int, cfg: EvalConfig) -> int:
     return n if cfg.reference_limit is None else min(n, cfg.reference_limit)
 
 
+def check_kid_subset(subset: int, available: int, what: str) -> None:
+    """Refuse a KID subset larger than the set it is drawn from (torch-fidelity would need a smaller one;
+    shrinking it quietly would change the estimate's noise behind the config's back)."""
+    if subset > available:
+        raise UserError(f"eval.kid_subset_size={subset} exceeds the {available} {what}: lower it (or score more)")
+
+
 class Scorer:
     """Scores sample sets against one fixed reference, featurised once (its IS too): FD, IS, ``is_gap``
     (|IS - IS of the reference|; IS alone has no better direction here, see README), KID and
     precision/recall on the configured extractor, FD on DINOv2 with ``eval.dinov2_weights``, and, on the
-    digits evaluator, ``class_accuracy``."""
+    digits evaluator, ``class_accuracy``. KID is averaged over subsets of ``kid_subset_size``
+    (``eval.kid_subset_size`` unless given); a reference or a draw smaller than that is refused."""
 
-    def __init__(self, reference, cfg: EvalConfig, weights: str | Path | None, device: torch.device) -> None:
+    def __init__(self, reference, cfg: EvalConfig, weights: str | Path | None, device: torch.device,
+                 kid_subset_size: int | None = None) -> None:
         if scored_reference_size(len(reference), cfg) < len(reference):  # a fixed seeded subset
             keep = torch.randperm(len(reference), generator=torch.Generator().manual_seed(0))[:cfg.reference_limit]
             reference = reference[keep.sort().values] if torch.is_tensor(reference) else \
                 reference.subset(keep.sort().values)
         self.cfg, self.weights, self.n_reference = cfg, weights, len(reference)
+        self.kid_subset_size = cfg.kid_subset_size if kid_subset_size is None else kid_subset_size
+        check_kid_subset(self.kid_subset_size, self.n_reference, "reference images scored")
         self.space = FeatureSpace({"cuda": device.type == "cuda", "isc_splits": cfg.isc_splits,
                                    "kid_subsets": cfg.kid_subsets, "prc_neighborhood": cfg.prc_neighborhood,
                                    "batch_size": 256, "save_cpu_ram": True, "verbose": False,
@@ -284,10 +295,10 @@ class Scorer:
 
     def quality(self, generated) -> dict[str, float]:
         """The torch-fidelity metrics of ``generated`` against the reference."""
+        check_kid_subset(self.kid_subset_size, len(generated), "generated images in the draw")
         features, names, space = self.space.features(generated), NAMES[self.cfg.feature_extractor], self.space
-        subset = min(self.cfg.kid_subset_size, len(generated), self.n_reference)
         kid = kid_featuresdict_to_metric(features, self.reference, space.layers["kid"], **space.options,
-                                         kid_subset_size=subset)
+                                         kid_subset_size=self.kid_subset_size)
         prc = prc_featuresdict_to_metric(features, self.reference, space.layers["prc"], **space.options)
         score = space.inception_score(features)
         return {names["fid"]: space.frechet(features, self.reference), names["isc"]: score,

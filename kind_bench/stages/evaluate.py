@@ -131,6 +131,11 @@ def nonfinite(metrics: dict[str, float]) -> list[str]:
     return sorted(name for name, value in metrics.items() if not math.isfinite(value))
 
 
+def evaluation_part(cfg: Config) -> ImageSet | FileSet:
+    """The task's images a cell is scored against: its ``eval.split`` part, target classes only."""
+    return target_set(load_prepared(cfg, task=True).part(cfg.eval.split), cfg.task)
+
+
 def reference_of(part: ImageSet | FileSet):
     """What the Scorer compares with: the images of a tensor-backed set, the set itself when it streams."""
     return part.images if isinstance(part, ImageSet) else part
@@ -194,7 +199,7 @@ def evaluate_cell(cfg: Config) -> str:
     by_budget: dict[str, dict[str, float]] = {}
     train_info = dict(trained["train_info"])
     if trained["status"] == "success":
-        part = target_set(load_prepared(cfg, task=True).part(cfg.eval.split), cfg.task)
+        part = evaluation_part(cfg)
         measure = measurer(cfg, part, cfg.task.target_classes, codec, device)
         ancestry = load_ancestry(cfg, method.ancestry.name, codec, device)[0] if method.ancestry else None
         target = make_target(cfg, codec, len(cfg.task.target_classes), descendant_depth(cfg))

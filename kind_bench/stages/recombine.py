@@ -5,6 +5,8 @@ and the tailors those classes (and, with guidance, the null label) open (the oth
 layer), count the parameters, and score k x ``sample.samples_per_class`` samples against the real test images
 of those classes. The full model is scored on the same classes with the same noise: the recombined model must
 match it (it computes the same function for those classes), which the curve records as a sanity column.
+Each row's KID uses the largest subset (``kid_subset_size``, at most ``eval.kid_subset_size``) that its
+reference and draw allow: one class has fewer test images than the suite's subset.
 ``deploy_params`` is the size of the merged dense model of one class
 (:func:`kind_bench.kind.decompose.deploy`, guidance off): the dense DiT's size, whatever k;
 ``max_abs_deploy_diff`` checks it samples what the gated model samples.
@@ -25,7 +27,7 @@ from kind_bench.io import atomic_path, write_json
 from kind_bench.kind.decompose import deploy, kind_layers
 from kind_bench.methods import NoOptions, Target, Vanilla
 from kind_bench.metrics import primary_metric
-from kind_bench.metrics.fidelity import Scorer
+from kind_bench.metrics.fidelity import Scorer, scored_reference_size
 from kind_bench.paths import evaluator_weights, recombination_path
 from kind_bench.stages.common import load_ancestry, require_evaluator, setup
 from kind_bench.stages.evaluate import generate, reference_of
@@ -62,7 +64,11 @@ def run(cfg: Config) -> str:
     for k in range(1, len(names) + 1):
         classes = list(range(k))
         small = recombine(full, classes, guidance=cfg.sample.guidance_scale > 1).to(device).eval()
-        scorer = Scorer(reference_of(ancestry_set(test, names[:k])), cfg.eval, evaluator_weights(cfg), device)
+        reference = reference_of(ancestry_set(test, names[:k]))
+        # ours: the first k classes' test images can be fewer than eval.kid_subset_size (36 for one digit), so
+        # each row's KID uses the largest subset its sets allow, recorded beside it
+        kid_subset = min(cfg.eval.kid_subset_size, scored_reference_size(len(reference), cfg.eval), per_class * k)
+        scorer = Scorer(reference, cfg.eval, evaluator_weights(cfg), device, kid_subset_size=kid_subset)
         images, labels = generate(small, classes, per_class, cfg.seed, cfg, codec, device)
         full_images, _ = generate(full, classes, per_class, cfg.seed, cfg, codec, device)
         source_ids = torch.tensor(names)[labels]
@@ -75,7 +81,8 @@ def run(cfg: Config) -> str:
         rows.append({"classes": k, "params": sum(p.numel() for p in small.parameters()),
                      "full_params": sum(p.numel() for p in full.parameters()), "dense_params": dense,
                      "deploy_params": sum(p.numel() for p in merged.parameters()),
-                     "tailors_per_layer": tailors, **metrics, **{f"full_{m}": v for m, v in full_metrics.items()},
+                     "tailors_per_layer": tailors, "kid_subset_size": kid_subset, **metrics,
+                     **{f"full_{m}": v for m, v in full_metrics.items()},
                      "max_abs_sample_diff": float((images - full_images).abs().max()),
                      "max_abs_deploy_diff": float((merged_images - gated_images).abs().max())})
         print(f"recombine k={k}: {rows[-1]['params']:,} params factorised, {rows[-1]['deploy_params']:,} merged "

@@ -85,6 +85,12 @@ def read_json(path: str | Path, what: str = "file") -> Any:
                         "delete it and rerun the stage that produces it") from None
 
 
+def file_state(path: str | Path) -> tuple[int, int]:
+    """A file's size and modification time (ns): what tells a cached check or hash of it to redo itself."""
+    stat = Path(path).stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
 def checksum(tensors: dict[str, torch.Tensor]) -> str:
     """SHA-256 over the names, dtypes, shapes and bytes of the tensors, in name order."""
     digest = hashlib.sha256()

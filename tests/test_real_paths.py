@@ -101,6 +101,22 @@ class Payload:
     """A pickled object: what a weights file must never be able to run."""
 
 
+def test_local_extractor_weights_are_loaded_once_per_state_of_their_file(inception_weights, tmp_path, monkeypatch):
+    from kind_bench.metrics import fidelity
+
+    path = tmp_path / "inception.safetensors"
+    shutil.copy(inception_weights, path)
+    cfg = EvalConfig(feature_extractor="inception-v3-compat", inception_weights=str(path))
+    loads, real = [], fidelity.LocalInceptionV3
+    monkeypatch.setattr(fidelity, "LocalInceptionV3", lambda *a, **k: loads.append(a) or real(*a, **k))
+    fidelity.check_local_extractors(cfg)
+    fidelity.check_local_extractors(cfg)  # the stage's own check, after the start-up one
+    assert len(loads) == 1
+    save_file({"fc.weight": torch.zeros(3, 4)}, str(path))  # replaced by another network's weights
+    with pytest.raises(UserError, match="does not fit torch-fidelity's Inception-v3"):
+        fidelity.check_local_extractors(cfg)
+
+
 def test_inception_pth_weights_load_as_tensors_only(inception_weights, tmp_path):
     state = load_file(str(inception_weights))
     pth = tmp_path / "pt_inception.pth"  # torch-fidelity's own format, read with weights_only=True

@@ -22,7 +22,7 @@ import torch
 
 from kind_bench.config import Config
 from kind_bench.data.sources import file_loader
-from kind_bench.io import load_tensors, save_tensors, write_json
+from kind_bench.io import file_state, load_tensors, save_tensors, write_json
 
 SHARD = 4096  # images per shard
 
@@ -49,8 +49,7 @@ def vae_digest(path: str) -> str:
     """SHA-256 of a diffusers VAE folder's config and weight files (hashed once per state of those files: a
     stage asks for it several times, and an SD-VAE is ~330 MB)."""
     files = sorted(f for f in Path(path).rglob("*") if f.is_file() and f.suffix in (".json", ".safetensors"))
-    return _hashed(str(path), tuple((f.relative_to(path).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
-                                    for f in files))
+    return _hashed(str(path), tuple((f.relative_to(path).as_posix(), *file_state(f)) for f in files))
 
 
 @functools.lru_cache(maxsize=8)

@@ -34,7 +34,7 @@ from torch_fidelity.utils import (
 
 from kind_bench.config import EvalConfig
 from kind_bench.errors import UserError
-from kind_bench.io import load_tensors
+from kind_bench.io import file_state, load_tensors
 from kind_bench.metrics.evaluator import load_classifier
 
 NAMES = {
@@ -321,13 +321,29 @@ class Scorer:
         return metrics
 
 
+_LOADED_EXTRACTORS: set[tuple] = set()  # the local weight files (and states) a check has loaded in this process
+
+
 def check_local_extractors(cfg: EvalConfig) -> None:
     """Load the local Inception and DINOv2 weights that ``cfg`` scores with (on the CPU, then dropped): a file
-    that does not load is bad input before any training, not at the first scoring after it."""
+    that does not load is bad input before any training, not at the first scoring after it. Each file is
+    loaded once per state (size, mtime) and process: the start-up check and the stage both ask."""
     if cfg.feature_extractor == "inception-v3-compat":
-        LocalInceptionV3(SAFE_INCEPTION, ["2048"], feature_extractor_weights_path=cfg.inception_weights)
+        key = ("inception", *_weights_state(cfg.inception_weights))
+        if key not in _LOADED_EXTRACTORS:
+            LocalInceptionV3(SAFE_INCEPTION, ["2048"], feature_extractor_weights_path=cfg.inception_weights)
+            _LOADED_EXTRACTORS.add(key)
     if cfg.dinov2_weights:
-        FeatureSpace.dinov2(cfg, torch.device("cpu"))
+        key = ("dinov2", cfg.dinov2_arch, *_weights_state(cfg.dinov2_weights))
+        if key not in _LOADED_EXTRACTORS:
+            FeatureSpace.dinov2(cfg, torch.device("cpu"))
+            _LOADED_EXTRACTORS.add(key)
+
+
+def _weights_state(path: str | None) -> tuple:
+    if not path or not Path(path).is_file():  # the load refuses it, naming the key
+        return (path,)
+    return str(Path(path).resolve()), *file_state(path)
 
 
 def quality_metrics(generated: torch.Tensor, reference: torch.Tensor, cfg: EvalConfig, weights: str | Path | None,

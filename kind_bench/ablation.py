@@ -100,7 +100,7 @@ def markdown(frame: pd.DataFrame, suite: str, primary: str) -> str:
              f"{primary} on the test images, mean [95% t-interval] over units (seeds that transfer from one "
              "pre-trained ancestry are averaged into one unit); Δ = variant − the published default of the same "
              "method on the same seeds (paired t-test over units, Holm-corrected over this table; the interval is "
-             "not). `outcome`: better / worse / no difference than the default at p < 0.05.", "",
+             "not). `outcome`: better / worse than the default at p < 0.05, or inconclusive.", "",
              f"| variant | what changes | task | units | {primary} | eval noise sd | Δ [95% CI, unadjusted] | "
              "p (Holm) | outcome |",
              "|:--|:--|:--|--:|:--|--:|:--|--:|:--|"]

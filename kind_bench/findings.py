@@ -158,10 +158,10 @@ def claim_section(index: int, claim: Claim, runs: pd.DataFrame, table: pd.DataFr
         t = c.test
         lines.append(f"| {c.task} | {c.other} | {t.n} | {t.mean_diff:+.3f} [{t.ci_low:+.3f}, {t.ci_high:+.3f}] | "
                      f"{t.p:.3g} | {c.adjusted_p:.3g} | {c.outcome} |")
-    counts = {o: sum(c.outcome == o for c in comparisons) for o in ("better", "no difference", "worse")}
+    counts = {o: sum(c.outcome == o for c in comparisons) for o in ("better", "inconclusive", "worse")}
     lower = DIRECTION[metric] == "lower"
     alone = sum(verdict(c.test, c.test.p, lower) == "better" for c in comparisons)
-    lines += ["", f"After Holm: KIND better in {counts['better']}, no difference in {counts['no difference']}, "
+    lines += ["", f"After Holm: KIND better in {counts['better']}, inconclusive in {counts['inconclusive']}, "
               f"worse in {counts['worse']} of {len(comparisons)} comparisons. Each at α alone (what decides "
               f"\"reproduced\"): better in {alone}."]
     if index == 1 and (params := _parameters(table, claim.others)):

@@ -51,7 +51,7 @@ from kind_bench.stats import BCA_MIN_N, holm, mean_interval, p_best, paired_test
 BUDGET_METRICS = ("fd_digits", "fid", "class_accuracy", "top1")
 COST_COLUMNS = ("trainable_params", "transferred_params", "total_params", "task_bytes", "flops_per_step",
                 "flops_per_sample", "steps", "depth", "train_time_s", "eval_time_s", "peak_memory_mb")
-INTEGER_COLUMNS = ("n_seeds", "n_units", "rank", "trainable_params", "transferred_params", "total_params", "task_bytes",
+INTEGER_COLUMNS = ("n_seeds", "n_units", "trainable_params", "transferred_params", "total_params", "task_bytes",
                    "flops_per_step", "flops_per_sample", "steps", "depth")
 DECIMALS = 4
 REQUIRED = {"run_info": ("method", "task", "seed", "status"), "train_info": (), "metrics": ()}
@@ -259,7 +259,10 @@ def aggregate(runs: pd.DataFrame, missing: list[tuple[str, str, int]] = ()) -> p
             row[f"{m}_ci_low"], row[f"{m}_ci_high"], ci = mean_interval(values)
             if m in PRIMARY.values():
                 row["ci_method"] = ci
-        for column in ("lr", "eval_noise_sd", *budgets, *COST_COLUMNS):
+        for column in budgets:  # weighted as the final metric is: per unit, then over units
+            values = unit_values(ok, column) if column in ok else np.array([], dtype=float)
+            row[column] = values.mean() if len(values) else np.nan
+        for column in ("lr", "eval_noise_sd", *COST_COLUMNS):
             present = ok[column].dropna() if column in ok else pd.Series(dtype=float)
             row[column] = float(present.mean()) if len(present) else np.nan
         notes += sorted(set(group.error[~group.status.isin(["success", "missing"])].dropna()) - {""})
@@ -345,7 +348,8 @@ def rank(table: pd.DataFrame, runs: pd.DataFrame, primary: str | None) -> pd.Dat
     tests: list[tuple[int, float]] = []
     for task in table.task.unique():
         mask = rankable & (table.task == task)
-        table.loc[mask, "rank"] = ((1 if lower else -1) * table.loc[mask, primary]).rank(method="min")
+        # tied methods share the mean of the ranks they span (4.5, 4.5), so a tie biases no average rank
+        table.loc[mask, "rank"] = ((1 if lower else -1) * table.loc[mask, primary]).rank(method="average")
         ordered = table[mask].sort_values("rank")
         scores = per_unit(runs, task, list(ordered.method), primary)
         if scores and len(next(iter(scores.values()))) >= BCA_MIN_N:  # a bootstrap over fewer units: overconfident
@@ -372,7 +376,7 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     for column in out.columns:
         if column in INTEGER_COLUMNS:
             out[column] = out[column].map(lambda v: "" if pd.isna(v) else f"{int(round(v))}")
-        elif column == "lr":
+        elif column in ("lr", "rank"):  # a rank is whole unless tied (mid-rank: 4.5)
             out[column] = out[column].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
         elif pd.api.types.is_float_dtype(out[column]):
             out[column] = out[column].map(lambda v: "" if pd.isna(v) else f"{v:.{DECIMALS}f}")
@@ -401,7 +405,7 @@ def overview(table: pd.DataFrame, primary: str, tasks: list[str], average: bool 
     for method, summary in order.iterrows():
         row = [_cell(cells.loc[(method, task)], primary) if (method, task) in cells.index else "" for task in tasks]
         position = summary.avg_rank if average else summary["rank"]
-        shown = "" if pd.isna(position) else (f"{position:.2f}" if average else f"{int(position)}")
+        shown = "" if pd.isna(position) else (f"{position:.2f}" if average else f"{position:g}")
         count = "" if pd.isna(summary.trainable) else f"{int(summary.trainable):,}"
         lr = "" if pd.isna(summary.lr) else f"{summary.lr:.3g}"
         lines.append(f"| {method} | {' | '.join(row)} | {shown} | {count} | {lr} |")

@@ -55,19 +55,26 @@ class Paired:
 
 
 def paired_test(a: Sequence[float], b: Sequence[float]) -> Paired:
-    """Paired t-test of a against b (two-sided) with the t-interval of the mean difference.
+    """Paired t-test of a against b (two-sided) with the t-interval of the mean difference (the interval
+    and the p-value of one test, at any number of units).
 
     With n < 10 a Wilcoxon signed-rank test cannot reach p < 0.05 whatever the data (n = 5: p >= 0.0625),
-    so the t-test is used throughout; identical differences give p = 0 (or 1 when all are zero).
+    so the t-test is used throughout. Identical differences leave the t-test no spread to measure: then
+    p is the exact sign test's (``scipy.stats.binomtest``: 2 / 2^n when none is zero, 1 when all are), so
+    two or three equal differences are not called significant.
     """
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    d = x - y
     if len(d) < 2:
         return Paired(len(d), float(d.mean()) if len(d) else float("nan"), float("nan"), float("nan"), float("nan"))
-    low, high, _ = mean_interval(d)
+    mean = float(d.mean())
     if np.allclose(d, d[0], rtol=1e-9, atol=1e-12):  # constant differences: no spread to test against
-        return Paired(len(d), float(d.mean()), low, high, 1.0 if np.isclose(d[0], 0, atol=1e-12) else 0.0)
-    p = float(stats.ttest_rel(np.asarray(a, dtype=float), np.asarray(b, dtype=float)).pvalue)
-    return Paired(len(d), float(d.mean()), float(low), float(high), p)
+        nonzero = int((~np.isclose(d, 0, atol=1e-12)).sum())
+        p = float(stats.binomtest(nonzero, nonzero).pvalue) if nonzero else 1.0
+        return Paired(len(d), mean, mean, mean, p, test="sign")
+    result = stats.ttest_rel(x, y)
+    interval = result.confidence_interval(LEVEL)
+    return Paired(len(d), mean, float(interval.low), float(interval.high), float(result.pvalue))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -102,8 +109,9 @@ def p_best(scores: dict[str, Sequence[float]], lower_is_better: bool, resamples:
 
 
 def verdict(test: Paired, adjusted_p: float, lower_is_better: bool) -> str:
-    """``better`` / ``worse`` (a is significantly better / worse than b after correction) or ``no difference``."""
+    """``better`` / ``worse`` (a is significantly better / worse than b after correction) or ``inconclusive``
+    (the units do not separate them: not evidence that they are equal)."""
     if not adjusted_p < ALPHA:
-        return "no difference"
+        return "inconclusive"
     a_lower = test.mean_diff < 0
     return "better" if a_lower == lower_is_better else "worse"

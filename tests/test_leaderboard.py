@@ -209,3 +209,19 @@ def test_a_method_without_an_ancestry_is_summarised_over_the_units_it_is_paired_
     paired = per_unit(load_runs(tmp_path / "results/runs/digits"), "novel", ["kind", "scratch"], "fd_digits")
     for method in ("kind", "scratch"):  # the table's mean is the mean of the units the tests pair
         assert rows.loc[method, "fd_digits"] == pytest.approx(np.mean(paired[method]), abs=1e-4)  # CSV: 4 places
+
+
+def test_tied_methods_share_a_mid_rank_and_snapshots_are_averaged_by_unit_like_the_final_metric(tmp_path,
+                                                                                              monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for seed in range(5):  # units: seeds 0+3, 1+4, 2
+        for method, fd in (("a", 1.0), ("b", 1.0), ("c", 2.0)):  # a and b tie exactly
+            path = write(tmp_path, method, "novel", seed, fd + (0.3 if seed == 2 else 0.0), ancestry_seed=seed % 3)
+            edit(path, lambda r, s=seed: r.update(metrics_by_budget={"0.5": {"fd_digits": 10.0 if s == 2 else s}}))
+    grid(tmp_path, ["a", "b", "c"], seeds=5)
+    assert main(["leaderboard", "quiet=true"]) == 0
+    rows = table(tmp_path)
+    assert rows.loc["a", "rank"] == rows.loc["b", "rank"] == 1.5 and rows.loc["c", "rank"] == 3
+    assert rows.loc["a", "avg_rank"] == rows.loc["b", "avg_rank"] == 1.5
+    # @50%: units (0+3)/2, (1+4)/2, 10 -> 4.667, as the final metric is averaged (over the seeds: 3.6)
+    assert rows.loc["a", "fd_digits@50%"] == pytest.approx(14 / 3, abs=1e-4)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from kind_bench.errors import UserError
 from kind_bench.findings import Claim, decide, fragile
@@ -46,6 +47,25 @@ def test_paired_t_test_by_hand():
     assert (test.ci_low, test.ci_high) == (pytest.approx(2 - half), pytest.approx(2 + half))
 
 
+def test_equal_differences_get_the_sign_tests_p_not_zero():
+    two, three = paired_test([1.0, 2.0], [0.9, 1.9]), paired_test([1, 2, 3], [0, 1, 2])
+    assert (two.p, three.p) == (pytest.approx(0.5), pytest.approx(0.25))  # 2 / 2^n: two or three agree by chance
+    assert two.test == "sign" and verdict(three, three.p, lower_is_better=True) == "inconclusive"
+    assert paired_test([1, 2, 3, 4, 5, 6], [0, 1, 2, 3, 4, 5]).p == pytest.approx(2 / 2**6)
+    assert paired_test([1, 2], [1, 2]).p == 1.0
+
+
+def test_the_paired_interval_and_p_are_one_t_test_at_any_number_of_units():
+    rng = np.random.default_rng(3)
+    for n in (4, 12, 30):  # 12 and 30: where an interval of one mean switches to BCa
+        for _ in range(50):
+            d = rng.normal(0.3, 1.0, size=n)
+            test = paired_test(d, np.zeros(n))
+            assert (test.p < 0.05) == (test.ci_low > 0 or test.ci_high < 0)
+            half = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n)
+            assert (test.ci_low, test.ci_high) == (pytest.approx(d.mean() - half), pytest.approx(d.mean() + half))
+
+
 def test_pairing_cancels_shared_noise_that_an_unpaired_view_keeps():
     rng = np.random.default_rng(1)
     shared = rng.normal(0, 5, size=5)  # e.g. an unlucky sampling draw shared by both methods
@@ -64,7 +84,7 @@ def test_verdict_needs_a_corrected_p_below_alpha_and_reads_the_direction():
     test = paired_test([1, 2, 3, 4], [0, 0, 1, 1])  # a is higher
     assert verdict(test, 0.01, lower_is_better=True) == "worse"
     assert verdict(test, 0.01, lower_is_better=False) == "better"
-    assert verdict(test, 0.2, lower_is_better=True) == "no difference"
+    assert verdict(test, 0.2, lower_is_better=True) == "inconclusive"  # not separated, not shown equal
 
 
 def test_p_best_by_hand():
@@ -165,10 +185,11 @@ def test_the_verdict_is_over_ancestries_and_fragile_names_the_unit():
     kind = [1.0, 1.0, 1.0, 1.0, 1.0]
     x = [0.0, 0.5, 0.96, 0.02, 0.45]
     assert paired_test(kind, x).p < 0.05  # what a per-seed test would conclude
-    data = claim_runs(kind, x, [2.0] * 5, ancestries=3)
+    y = [2.0, 2.1, 1.9, 2.05, 1.95]
+    data = claim_runs(kind, x, y, ancestries=3)
     assert decide(data, CLAIM, "fd_digits")[0] == "inconclusive"
-    assert decide(claim_runs(kind, x, [2.0] * 5, ancestries=5), CLAIM, "fd_digits")[0] == "not reproduced"
-    six = claim_runs([1.0] * 6, [0.0, -0.1, 0.1, 0.0, -0.1, 0.1], [2.0] * 6, ancestries=3)  # 3 units of 2 seeds
+    assert decide(claim_runs(kind, x, y, ancestries=5), CLAIM, "fd_digits")[0] == "not reproduced"
+    six = claim_runs([1.0] * 6, [0.0, -0.1, 0.1, 0.0, -0.1, 0.1], [2.0, 2.001, 1.999] * 2, ancestries=3)  # 3 units
     assert decide(six, CLAIM, "fd_digits")[0] == "not reproduced"
     # without ancestry 0 the differences are 1.1 and 0.9 (p 0.063 on 2 units); without 1 or 2 still p < 0.05
     assert fragile(six, CLAIM, "fd_digits", "not reproduced") == ["ancestry 0 (seed 0, 3)"]

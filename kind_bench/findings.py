@@ -54,12 +54,15 @@ def families(methods: list[str]) -> dict[str, str]:
     return {m: registry[m].cls.family if m in registry else "other" for m in methods}
 
 
-def generation_claims(runs: pd.DataFrame, common: list[str]) -> list[Claim]:
-    """KIND's three claims as comparisons available in these runs."""
+def generation_claims(runs: pd.DataFrame) -> list[Claim]:
+    """KIND's three claims as comparisons available in these (successful) runs: a claim's tasks are those
+    KIND ran, whatever methods outside the claim did there."""
     methods = sorted(set(runs.method) - {KIND, REFERENCE_ROW})
     family = families(methods)
     rivals = tuple(m for m in methods if family[m] in ("peft", "learngene"))
-    shifted = tuple(sorted(set(runs.task[runs.domain != "identity"]) & set(common)))
+    mine = runs[runs.method == KIND]
+    common = sorted(set(mine.task[~mine.apart]))
+    shifted = tuple(sorted(set(mine.task[mine.domain != "identity"]) & set(common)))
     apart = tuple(sorted(set(runs.task[runs.apart])))
     shallow = tuple(m for m in methods if family[m] in ("learngene", "baseline")
                     and (runs[(runs.method == m) & runs.task.isin(apart)].status == "success").any())
@@ -144,12 +147,35 @@ def _parameters(table: pd.DataFrame, others: tuple[str, ...]) -> str:
             f"not fewer than {', '.join(more) or 'none'}.")
 
 
-def claim_section(index: int, claim: Claim, runs: pd.DataFrame, table: pd.DataFrame, metric: str) -> list[str]:
-    """One claim: verdict, fragility, its comparisons as a table."""
+def left_out(every: pd.DataFrame, claim: Claim, comparisons: list[Comparison]) -> list[str]:
+    """What a claim's comparisons could not use: its methods' failed runs on its tasks (their seeds are
+    dropped from both sides of a pair; a failure is rarely at random) and the pairs with fewer than two
+    shared units (not compared at all)."""
+    methods = [KIND, *claim.others]
+    mine = every[every.method.isin(methods) & every.task.isin(claim.tasks)]
+    failed = mine[~mine.status.isin(["success", "n/a"])].sort_values(["task", "method", "seed"])
+    runs = ", ".join(f"{r.method} {r.task} seed {int(r.seed)}" for r in failed.itertuples())
+    notes = [f"failed, left out of the pairs: {runs}"] if runs else []
+    ran = set(zip(mine.task[mine.status == "success"], mine.method[mine.status == "success"], strict=True))
+    compared = {(c.task, c.other) for c in comparisons}
+    skipped = [f"{other} on {task}" for task in claim.tasks for other in claim.others
+               if (task, other) not in compared and (task, other) in ran]
+    if skipped:
+        notes.append(f"not compared (fewer than two shared units): {', '.join(skipped)}")
+    return notes
+
+
+def claim_section(index: int, claim: Claim, runs: pd.DataFrame, table: pd.DataFrame, metric: str,
+                  every: pd.DataFrame | None = None) -> list[str]:
+    """One claim: verdict, fragility, its comparisons as a table, and what they left out (``every``: all the
+    runs, failed ones included; ``runs``: the successful ones)."""
     result, comparisons = decide(runs, claim, metric)
     shaky = fragile(runs, claim, metric, result)
     tag = f" (fragile: leaving out {'; or '.join(shaky)} changes it)" if shaky else ""
     lines = [f"### Claim {index}: \"{claim.title}\": **{result}**{tag}", "", claim.question, ""]
+    notes = left_out(runs if every is None else every, claim, comparisons)
+    if notes:
+        lines += [f"Left out: {'; '.join(notes)}.", ""]
     if not comparisons:
         return [*lines, "No comparison is possible with these runs (a method or task is missing).", ""]
     lines += [f"| task | KIND vs | units | Δ {metric} (KIND − other) [95% CI, unadjusted] | p | p (Holm) | outcome |",
@@ -171,7 +197,7 @@ def claim_section(index: int, claim: Claim, runs: pd.DataFrame, table: pd.DataFr
 
 def findings_markdown(cfg: Config, runs: pd.DataFrame, table: pd.DataFrame) -> str:
     """The findings file: every claim, decided by paired tests on the committed per-seed numbers."""
-    from kind_bench.leaderboard import common_tasks, metric_columns, primary_metric
+    from kind_bench.leaderboard import metric_columns, primary_metric
 
     metric = primary_metric(metric_columns(runs))
     if metric is None:
@@ -194,7 +220,7 @@ def findings_markdown(cfg: Config, runs: pd.DataFrame, table: pd.DataFrame) -> s
                   "all open.", ""]
         claims = classification_claims(ok, table)
     else:
-        claims = generation_claims(ok, common_tasks(table))
+        claims = generation_claims(ok)
     for index, claim in enumerate(claims, start=1):
-        lines += claim_section(index, claim, ok, table, metric)
+        lines += claim_section(index, claim, ok, table, metric, every=runs)
     return "\n".join(lines)

@@ -193,3 +193,20 @@ def test_the_verdict_is_over_ancestries_and_fragile_names_the_unit():
     assert decide(six, CLAIM, "fd_digits")[0] == "not reproduced"
     # without ancestry 0 the differences are 1.1 and 0.9 (p 0.063 on 2 units); without 1 or 2 still p < 0.05
     assert fragile(six, CLAIM, "fd_digits", "not reproduced") == ["ancestry 0 (seed 0, 3)"]
+
+
+def test_a_claims_tasks_do_not_depend_on_methods_outside_it_and_what_it_leaves_out_is_said():
+    from kind_bench.findings import claim_section, generation_claims
+
+    rows = [(t, m, s, "success", 1.0 + 0.1 * s + (0.5 if m != "kind" else 0.0))
+            for t in ("novel", "shift") for m in ("kind", "full_finetune", "scratch", "lora") for s in range(3)]
+    rows[-1] = ("shift", "lora", 2, "failed", float("nan"))  # a method outside Claim 2 fails one seed on shift
+    every = runs(rows, ancestries=3).assign(domain=lambda d: d.task.map({"novel": "identity", "shift": "rot"}))
+    ok = every[every.status == "success"]
+    first, second, _ = generation_claims(ok)
+    assert first.tasks == ("novel", "shift") and second.tasks == ("shift",) and second.others == ("full_finetune",
+                                                                                                "scratch")
+    text = "\n".join(claim_section(1, first, ok, aggregate(every), "fd_digits", every=every))
+    assert "Left out: failed, left out of the pairs: lora shift seed 2." in text
+    assert "| shift | lora | 2 |" in text  # paired over the two seeds both ran
+    assert "Left out" not in "\n".join(claim_section(2, second, ok, aggregate(every), "fd_digits", every=every))

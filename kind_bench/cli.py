@@ -144,13 +144,15 @@ def preflight(stage: Stage, configs: list) -> None:
 
 
 def check_references(configs: list) -> None:
-    """Every generation cell's reference holds at least one KID subset (a small task's test split may not)."""
-    from kind_bench.metrics.fidelity import check_kid_subset, scored_reference_size
+    """Every generation cell's reference can be scored: a KID subset, PRC's neighbours (a small task's test
+    split may be too small)."""
+    from kind_bench.metrics.fidelity import check_scorable, scored_reference_size
     from kind_bench.stages.evaluate import evaluation_part
 
     for cfg in {(c.task.name, c.eval.split): c for c in configs if c.track == "generation"}.values():
         n = scored_reference_size(len(evaluation_part(cfg)), cfg.eval)
-        check_kid_subset(cfg.eval.kid_subset_size, n, f"{cfg.eval.split} images of task {cfg.task.name}")
+        check_scorable(cfg.eval.kid_subset_size, cfg.eval.prc_neighborhood, n,
+                       f"{cfg.eval.split} images of task {cfg.task.name}")
 
 
 def run_stage(verb: str, overrides: list[str]) -> list[tuple[str, str]]:

@@ -580,6 +580,9 @@ def _validate_sampling(cfg: Config) -> None:
     _require(cfg.track == "classification" or ev.kid_subset_size <= smallest,
              f"eval.kid_subset_size={ev.kid_subset_size} exceeds the smallest draw ({smallest} samples: "
              "sample.snapshot_samples_per_class x the task's classes): lower it or sample more")
+    _require(cfg.track == "classification" or ev.prc_neighborhood < smallest,
+             f"eval.prc_neighborhood={ev.prc_neighborhood} needs a draw of more than {ev.prc_neighborhood} samples, "
+             f"not {smallest} (sample.snapshot_samples_per_class x the task's classes): lower it or sample more")
 
 
 def _validate_tuning(tuning: TuningConfig) -> None:

@@ -262,11 +262,16 @@ def scored_reference_size(n: int, cfg: EvalConfig) -> int:
     return n if cfg.reference_limit is None else min(n, cfg.reference_limit)
 
 
-def check_kid_subset(subset: int, available: int, what: str) -> None:
-    """Refuse a KID subset larger than the set it is drawn from (torch-fidelity would need a smaller one;
-    shrinking it quietly would change the estimate's noise behind the config's back)."""
-    if subset > available:
-        raise UserError(f"eval.kid_subset_size={subset} exceeds the {available} {what}: lower it (or score more)")
+def check_scorable(kid_subset_size: int, prc_neighborhood: int, available: int, what: str) -> None:
+    """Refuse a set too small to score: smaller than a KID subset (shrinking the subset quietly would change
+    the estimate's noise behind the config's back), or not larger than PRC's k nearest neighbours
+    (torch-fidelity fails there, after the training)."""
+    if kid_subset_size > available:
+        raise UserError(f"eval.kid_subset_size={kid_subset_size} exceeds the {available} {what}: lower it "
+                        "(or score more)")
+    if prc_neighborhood >= available:
+        raise UserError(f"eval.prc_neighborhood={prc_neighborhood} needs more than {prc_neighborhood} {what}, "
+                        f"not {available}: lower it (or score more)")
 
 
 class Scorer:
@@ -274,7 +279,8 @@ class Scorer:
     (|IS - IS of the reference|; IS alone has no better direction here, see README), KID and
     precision/recall on the configured extractor, FD on DINOv2 with ``eval.dinov2_weights``, and, on the
     digits evaluator, ``class_accuracy``. KID is averaged over subsets of ``kid_subset_size``
-    (``eval.kid_subset_size`` unless given); a reference or a draw smaller than that is refused."""
+    (``eval.kid_subset_size`` unless given); a reference or a draw too small to score is refused
+    (:func:`check_scorable`)."""
 
     def __init__(self, reference, cfg: EvalConfig, weights: str | Path | None, device: torch.device,
                  kid_subset_size: int | None = None) -> None:
@@ -284,7 +290,7 @@ class Scorer:
                 reference.subset(keep.sort().values)
         self.cfg, self.weights, self.n_reference = cfg, weights, len(reference)
         self.kid_subset_size = cfg.kid_subset_size if kid_subset_size is None else kid_subset_size
-        check_kid_subset(self.kid_subset_size, self.n_reference, "reference images scored")
+        check_scorable(self.kid_subset_size, cfg.prc_neighborhood, self.n_reference, "reference images scored")
         self.space = FeatureSpace({"cuda": device.type == "cuda", "isc_splits": cfg.isc_splits,
                                    "kid_subsets": cfg.kid_subsets, "prc_neighborhood": cfg.prc_neighborhood,
                                    "batch_size": 256, "save_cpu_ram": True, "verbose": False,
@@ -295,7 +301,7 @@ class Scorer:
 
     def quality(self, generated) -> dict[str, float]:
         """The torch-fidelity metrics of ``generated`` against the reference."""
-        check_kid_subset(self.kid_subset_size, len(generated), "generated images in the draw")
+        check_scorable(self.kid_subset_size, self.cfg.prc_neighborhood, len(generated), "generated images in the draw")
         features, names, space = self.space.features(generated), NAMES[self.cfg.feature_extractor], self.space
         kid = kid_featuresdict_to_metric(features, self.reference, space.layers["kid"], **space.options,
                                          kid_subset_size=self.kid_subset_size)

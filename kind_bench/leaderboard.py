@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kind_bench.config import Config
+from kind_bench.config import Config, with_defaults
 from kind_bench.errors import UserError
-from kind_bench.identity import PUBLISHED, seedless_digest
+from kind_bench.identity import PUBLISHED, digest, seedless_digest
 from kind_bench.lock import exclusive
 from kind_bench.metrics import DIRECTION, PRIMARY
 from kind_bench.paths import leaderboard_dir, published_results
@@ -51,6 +51,8 @@ from kind_bench.stats import BCA_MIN_N, holm, mean_interval, p_best, paired_test
 BUDGET_METRICS = ("fd_digits", "fid", "class_accuracy", "top1")
 COST_COLUMNS = ("trainable_params", "transferred_params", "total_params", "task_bytes", "flops_per_step",
                 "flops_per_sample", "steps", "depth", "train_time_s", "eval_time_s", "peak_memory_mb")
+#: the config sections that decide how a cell is scored: every method of a task must share them
+SCORING = ("data", "task", "sample", "eval")
 INTEGER_COLUMNS = ("n_seeds", "n_units", "trainable_params", "transferred_params", "total_params", "task_bytes",
                    "flops_per_step", "flops_per_sample", "steps", "depth")
 DECIMALS = 4
@@ -118,6 +120,7 @@ def _row(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "task": info["task"], "method": info["method"], "seed": info["seed"], "status": info["status"],
         "error": info.get("error") or "", "config_digest": info.get("config_digest", ""), "file": str(path),
+        "scoring_digest": scoring_digest(config),
         "unit": unit_of(info, config),
         "lr": (config.get("transfer") or {}).get("lr") if info["method"] != REFERENCE_ROW else None,
         "apart": (config.get("task") or {}).get("depth_ratio", 1.0) < 1,
@@ -128,13 +131,21 @@ def _row(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     row.update(metrics)
     for fraction, values in data.get("metrics_by_budget", {}).items():
         if float(fraction) < 1:
-            row.update({budget_key(m, fraction): v for m, v in values.items() if m in BUDGET_METRICS})
+            row.update({budget_key(m, fraction): v if _finite(v) else math.nan  # not finite: lacking, said so
+                        for m, v in values.items() if m in BUDGET_METRICS})
     if row["status"] == "success":
         primary = next((m for m in PRIMARY.values() if m in metrics), None)
         bad = [m for m, v in metrics.items() if DIRECTION.get(m) and not _finite(v)]
         if primary is None or bad:
             row.update(status="failed", error=f"metric {bad[0] if bad else 'fd_digits/fid'} missing or not finite")
     return row
+
+
+def scoring_digest(config: dict[str, Any]) -> str:
+    """What decides how a cell was scored (:data:`SCORING`), with fields added since the record was written
+    at their defaults (:func:`~kind_bench.config.with_defaults`)."""
+    full = with_defaults(config) if config else {}
+    return digest({k: full.get(k) for k in SCORING})
 
 
 def _finite(value: object) -> bool:
@@ -188,14 +199,22 @@ def load_runs(results_dir: Path, suite: str | None = None) -> pd.DataFrame:
 
 
 def check_pooling(runs: pd.DataFrame) -> None:
-    """Refuse to pool seeds of one row that were run with different configs."""
-    for (task, method), group in runs[runs.method != REFERENCE_ROW].groupby(["task", "method"]):
+    """Refuse to pool seeds of one row that were run with different configs, or to rank methods of one task
+    that were scored differently (other data, task, sampling or evaluation settings)."""
+    methods = runs[runs.method != REFERENCE_ROW]
+    for (task, method), group in methods.groupby(["task", "method"]):
         digests = group.config_digest.unique()
         if len(digests) > 1:
             seeds = {d: sorted(group.seed[group.config_digest == d]) for d in digests}
             listing = "; ".join(f"seeds {s} with config {d or '(unrecorded)'}" for d, s in seeds.items())
             raise UserError(f"{method} on {task}: seeds were run with different configs ({listing}); "
                             "rerun them with one config (dvc repro) before building the leaderboard")
+    for task, group in methods.groupby("task"):
+        ways = group.groupby("scoring_digest").method.unique()
+        if len(ways) > 1:
+            listing = "; ".join(sorted(", ".join(sorted(m)) for m in ways))
+            raise UserError(f"on {task}, these methods were scored with different {'/'.join(SCORING)} settings "
+                            f"({listing}): rerun them with one config before ranking them together")
 
 
 def check_in_grid(runs: pd.DataFrame, grid: Grid | None) -> None:
@@ -260,7 +279,10 @@ def aggregate(runs: pd.DataFrame, missing: list[tuple[str, str, int]] = ()) -> p
             if m in PRIMARY.values():
                 row["ci_method"] = ci
         for column in budgets:  # weighted as the final metric is: per unit, then over units
-            values = unit_values(ok, column) if column in ok else np.array([], dtype=float)
+            lacking = sorted(int(s) for s in ok.seed[ok[column].isna()]) if column in ok else []
+            if 0 < len(lacking) < len(ok):  # a snapshot of some seeds missing or not finite: no mean of the rest
+                notes.append(f"{column} missing or not finite for seed {', '.join(map(str, lacking))}")
+            values = unit_values(ok, column) if column in ok and not lacking else np.array([], dtype=float)
             row[column] = values.mean() if len(values) else np.nan
         for column in ("lr", "eval_noise_sd", *COST_COLUMNS):
             present = ok[column].dropna() if column in ok else pd.Series(dtype=float)

@@ -225,3 +225,25 @@ def test_tied_methods_share_a_mid_rank_and_snapshots_are_averaged_by_unit_like_t
     assert rows.loc["a", "avg_rank"] == rows.loc["b", "avg_rank"] == 1.5
     # @50%: units (0+3)/2, (1+4)/2, 10 -> 4.667, as the final metric is averaged (over the seeds: 3.6)
     assert rows.loc["a", "fd_digits@50%"] == pytest.approx(14 / 3, abs=1e-4)
+
+
+def test_methods_of_one_task_scored_with_different_settings_are_not_ranked_together(board, capsys):
+    for seed in range(3):  # every seed of b sampled with fewer steps: a consistent row, but not a's scoring
+        path = board / f"results/runs/digits/b/b-novel-{seed}.json"
+        edit(path, lambda r: r["run_info"]["config"].update(sample={"steps": 2}))
+        edit(path, lambda r: r["run_info"].update(config_digest=seedless_digest(r["run_info"]["config"])))
+    assert main(["leaderboard"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "on novel, these methods were scored with different data/task/sample/eval" in err
+    assert "(a; b)" in err
+
+
+def test_a_snapshot_that_is_not_finite_for_some_seeds_is_not_averaged_over_the_rest(board):
+    for seed in range(3):
+        value = float("nan") if seed == 1 else 1.0
+        edit(board / f"results/runs/digits/a/a-novel-{seed}.json",
+             lambda r, v=value: r.update(metrics_by_budget={"0.5": {"fd_digits": v}}))
+    assert main(["leaderboard"]) == 0
+    rows = table(board)
+    assert math.isnan(rows.loc["a", "fd_digits@50%"]) and "fd_digits@50% missing or not finite for seed 1" in \
+        rows.loc["a", "note"]

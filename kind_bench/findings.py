@@ -166,14 +166,14 @@ def left_out(every: pd.DataFrame, claim: Claim, comparisons: list[Comparison]) -
 
 
 def claim_section(index: int, claim: Claim, runs: pd.DataFrame, table: pd.DataFrame, metric: str,
-                  every: pd.DataFrame | None = None) -> list[str]:
+                  every: pd.DataFrame) -> list[str]:
     """One claim: verdict, fragility, its comparisons as a table, and what they left out (``every``: all the
     runs, failed ones included; ``runs``: the successful ones)."""
     result, comparisons = decide(runs, claim, metric)
     shaky = fragile(runs, claim, metric, result)
     tag = f" (fragile: leaving out {'; or '.join(shaky)} changes it)" if shaky else ""
     lines = [f"### Claim {index}: \"{claim.title}\": **{result}**{tag}", "", claim.question, ""]
-    notes = left_out(runs if every is None else every, claim, comparisons)
+    notes = left_out(every, claim, comparisons)
     if notes:
         lines += [f"Left out: {'; '.join(notes)}.", ""]
     if not comparisons:

@@ -131,7 +131,7 @@ def _row(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     row.update(metrics)
     for fraction, values in data.get("metrics_by_budget", {}).items():
         if float(fraction) < 1:
-            row.update({budget_key(m, fraction): v if _finite(v) else math.nan  # not finite: lacking, said so
+            row.update({budget_key(m, fraction): v if _finite(v) else math.nan  # not finite: missing, noted
                         for m, v in values.items() if m in BUDGET_METRICS})
     if row["status"] == "success":
         primary = next((m for m in PRIMARY.values() if m in metrics), None)
@@ -269,20 +269,14 @@ def aggregate(runs: pd.DataFrame, missing: list[tuple[str, str, int]] = ()) -> p
                                "apart": bool(group.apart.fillna(False).any()) if "apart" in group else False}
         notes = []
         for m in metrics:
-            lacking = sorted(int(s) for s in ok.seed[ok[m].isna()]) if m in ok else []
-            if 0 < len(lacking) < len(ok):  # not averaged over a subset of the seeds the row counts
-                notes.append(f"{m} missing for seed {', '.join(map(str, lacking))}")
-            values = unit_values(ok, m) if not lacking else np.array([], dtype=float)
+            values = complete_unit_values(ok, m, notes)
             row[m] = values.mean() if len(values) else np.nan
             row[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else np.nan
             row[f"{m}_ci_low"], row[f"{m}_ci_high"], ci = mean_interval(values)
             if m in PRIMARY.values():
                 row["ci_method"] = ci
         for column in budgets:  # weighted as the final metric is: per unit, then over units
-            lacking = sorted(int(s) for s in ok.seed[ok[column].isna()]) if column in ok else []
-            if 0 < len(lacking) < len(ok):  # a snapshot of some seeds missing or not finite: no mean of the rest
-                notes.append(f"{column} missing or not finite for seed {', '.join(map(str, lacking))}")
-            values = unit_values(ok, column) if column in ok and not lacking else np.array([], dtype=float)
+            values = complete_unit_values(ok, column, notes)
             row[column] = values.mean() if len(values) else np.nan
         for column in ("lr", "eval_noise_sd", *COST_COLUMNS):
             present = ok[column].dropna() if column in ok else pd.Series(dtype=float)
@@ -339,6 +333,15 @@ def unit_values(rows: pd.DataFrame, metric: str) -> np.ndarray:
         return np.array([], dtype=float)
     values = present.set_index("seed")[metric].astype(float)
     return values.groupby(seed_units(present, values.index)).mean().to_numpy()
+
+
+def complete_unit_values(rows: pd.DataFrame, column: str, notes: list[str]) -> np.ndarray:
+    """:func:`unit_values` of a row's successful seeds when every one has ``column``; else none, with a note
+    in ``notes`` (a mean over a subset of the seeds the row counts would pass for the row's)."""
+    lacking = sorted(int(s) for s in rows.seed[rows[column].isna()]) if column in rows else []
+    if 0 < len(lacking) < len(rows):
+        notes.append(f"{column} missing for seed {', '.join(map(str, lacking))}")
+    return unit_values(rows, column) if column in rows and not lacking else np.array([], dtype=float)
 
 
 def per_unit(runs: pd.DataFrame, task: str, methods: list[str], metric: str) -> dict[str, list[float]]:

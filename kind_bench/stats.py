@@ -69,8 +69,7 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> Paired:
         return Paired(len(d), float(d.mean()) if len(d) else float("nan"), float("nan"), float("nan"), float("nan"))
     mean = float(d.mean())
     if np.allclose(d, d[0], rtol=1e-9, atol=1e-12):  # constant differences: no spread to test against
-        nonzero = int((~np.isclose(d, 0, atol=1e-12)).sum())
-        p = float(stats.binomtest(nonzero, nonzero).pvalue) if nonzero else 1.0
+        p = 1.0 if np.isclose(d[0], 0, atol=1e-12) else float(stats.binomtest(len(d), len(d)).pvalue)
         return Paired(len(d), mean, mean, mean, p, test="sign")
     result = stats.ttest_rel(x, y)
     interval = result.confidence_interval(LEVEL)

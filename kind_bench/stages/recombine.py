@@ -65,7 +65,7 @@ def run(cfg: Config) -> str:
         classes = list(range(k))
         small = recombine(full, classes, guidance=cfg.sample.guidance_scale > 1).to(device).eval()
         reference = reference_of(ancestry_set(test, names[:k]))
-        # ours: the first k classes' test images can be fewer than eval.kid_subset_size (36 for one digit), so
+        # ours: the first k classes' test images can be fewer than eval.kid_subset_size (54 for one digit), so
         # each row's KID uses the largest subset its sets allow, recorded beside it
         kid_subset = min(cfg.eval.kid_subset_size, scored_reference_size(len(reference), cfg.eval), per_class * k)
         scorer = Scorer(reference, cfg.eval, evaluator_weights(cfg), device, kid_subset_size=kid_subset)

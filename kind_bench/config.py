@@ -598,11 +598,11 @@ def _validate_tuning(tuning: TuningConfig) -> None:
     _require(len(tuning.seeds) > 0 and all(seed >= 0 for seed in tuning.seeds),
              f"tuning.seeds={tuning.seeds} must be one or more seeds >= 0")
     if tuning.metric is not None:
-        from kind_bench.metrics import DIRECTION
+        from kind_bench.metrics import DIRECTION, SIGNED
 
-        directed = sorted(m for m, direction in DIRECTION.items() if direction)
-        if tuning.metric not in directed:
-            raise choices_error("tuning.metric", tuning.metric, directed)
+        tunable = sorted(m for m, direction in DIRECTION.items() if direction and m not in SIGNED)
+        if tuning.metric not in tunable:
+            raise choices_error("tuning.metric", tuning.metric, tunable)
 
 
 def _validate_evaluator(evaluator: EvaluatorConfig) -> None:

@@ -4,16 +4,20 @@
 ``default``; log-spaced) on ``tuning.tasks`` x ``tuning.seeds`` for ``transfer.steps`` steps, exactly as
 the published cells train, and scores each run on the task's **validation** images (``eval.split=val``,
 one draw of ``tuning.samples_per_class`` per class). Rates are compared by the geometric mean over the
-tasks of the validation primary metric (for a metric where higher is better, of its shortfall from 1):
-one rate per method, pooled over the tasks (the leaderboard's ``lr`` column). A best rate at an edge of
+tasks of the validation primary metric (scale-free: FD and NLL differ in scale between tasks; for a metric
+bounded in [0, 1], ``metrics.BOUNDED``, the arithmetic mean of the metric or, where higher is better, of its
+shortfall from 1, which one perfect task does not decide alone): one rate per method, pooled over the tasks
+(the leaderboard's ``lr`` column).
+A method whose every rate failed gets no rate (the stage fails). A best rate at an edge of
 the grid extends the grid by one step on that side, up to ``tuning.extend`` times; a choice still at an
 edge is flagged (``at_edge``). Every method gets the same grid size, tasks, seeds and steps.
 
 The budget rule (``tuning.budget_methods``, KIND and full fine-tuning): at its chosen rate each of those
 methods is also trained for half and for twice ``transfer.steps`` (separate runs: the learning rate
 follows one schedule over a run's own length). A budget b is converged when the pooled validation score
-at b is within ``tuning.budget_tolerance`` (5%) of the score at 2b; ``kind-bench tuning`` writes the
-tables (``results/tuning/<suite>.csv``, ``<suite>_budget.csv``/``.json``) and plots, and says whether
+at b is at most ``tuning.budget_tolerance`` (5%) worse than the score at 2b (both runs finished), for
+every budget method; ``kind-bench tuning`` refuses records tuned with another config than the suite's,
+and writes the tables (``results/tuning/<suite>.csv``, ``<suite>_budget.csv``/``.json``) and plots, and says whether
 ``transfer.steps`` is the smallest converged budget for every budget method.
 """
 
@@ -23,6 +27,7 @@ import dataclasses
 import functools
 import math
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +37,7 @@ from kind_bench.config import Config, TaskConfig, as_dict, compose, config_dir, 
 from kind_bench.errors import UserError
 from kind_bench.identity import digest, identifying
 from kind_bench.io import atomic_path, read_json, write_json
-from kind_bench.metrics import DIRECTION, primary_metric
+from kind_bench.metrics import BOUNDED, DIRECTION, primary_metric
 from kind_bench.paths import Cell, result_path, tuning_path
 
 
@@ -139,11 +144,12 @@ def read_trial(cfg: Config) -> dict[str, Any]:
     return row
 
 
-def pooled(rows: pd.DataFrame) -> pd.Series:
-    """Score per learning rate: geometric mean over tasks of the mean over seeds (inf if any run failed)."""
+def pooled(rows: pd.DataFrame, metric: str) -> pd.Series:
+    """Score per learning rate (lower is better; inf if any run failed): over tasks, of the mean over seeds,
+    the geometric mean (scale-free), or the arithmetic mean for a metric bounded in [0, 1]."""
     per_task = rows.groupby(["lr", "task"]).score.mean()
-    return per_task.groupby("lr").apply(lambda s: math.exp(statistics.fmean(math.log(max(v, 1e-12)) for v in s))
-                                        if all(v < math.inf for v in s) else math.inf)
+    mean = statistics.fmean if metric in BOUNDED else statistics.geometric_mean
+    return per_task.groupby("lr").apply(lambda s: mean(s) if all(math.isfinite(v) for v in s) else math.inf)
 
 
 def run(cfg: Config) -> str:
@@ -159,7 +165,7 @@ def run(cfg: Config) -> str:
         run_all(run_cell, [trial(cfg, lr, t, s) for lr in grid if lr not in done for t, s in cells], per_cell=True)
         done |= set(grid)
         rows = pd.DataFrame([read_trial(trial(cfg, lr, t, s)) for lr in grid for t, s in cells])
-        scores = pooled(rows)
+        scores = pooled(rows, tuning_metric(cfg))
         best = float(scores.idxmin())
         edge = "low" if best == grid[0] else "high" if best == grid[-1] else None
         if edge is None or extended >= cfg.tuning.extend or not math.isfinite(scores.min()):
@@ -167,6 +173,11 @@ def run(cfg: Config) -> str:
         step = grid[1] / grid[0]
         grid = [grid[0] / step, *grid] if edge == "low" else [*grid, grid[-1] * step]
         extended += 1
+    if not math.isfinite(scores.min()):
+        record_path(cfg).unlink(missing_ok=True)  # an older record must not serve a config that fails now
+        print(f"tune {method}: every rate's run failed ({', '.join(f'{lr:.3g}' for lr in grid)}): no rate chosen; "
+              f"see the failed runs' records", file=sys.stderr)
+        return "failed"
     if method in cfg.tuning.budget_methods:  # half and twice the budget, at the chosen rate
         longer = [trial(cfg, best, t, s, factor) for factor in (0.5, 2.0) for t, s in cells]
         run_all(run_cell, longer, per_cell=True)
@@ -182,36 +193,43 @@ def run(cfg: Config) -> str:
     return "success"
 
 
-def budget_rule(rows: pd.DataFrame, chosen: dict[str, float], tolerance: float) -> tuple[pd.DataFrame, int | None]:
+def budget_rule(rows: pd.DataFrame, chosen: dict[str, float], tolerance: float, methods: list[str],
+                metric: str) -> tuple[pd.DataFrame, int | None]:
     """Per method and budget b: the pooled validation score at its chosen rate at b and at 2b; the smallest
-    b within ``tolerance`` of 2b for every method (None if no budget passes)."""
+    b at which every one of ``methods`` has finished runs at b and 2b and scores at most ``tolerance`` worse at
+    b than at 2b (None if no budget passes)."""
     table = []
     for method, group in rows.groupby("method"):
         at_rate = group[group.lr == chosen[method]]
-        score = {int(steps): float(pooled(g).iloc[0]) for steps, g in at_rate.groupby("steps")}
+        score = {int(steps): float(pooled(g, metric).iloc[0]) for steps, g in at_rate.groupby("steps")}
         for steps in sorted(score):
             if 2 * steps in score:
                 ratio = score[steps] / score[2 * steps]
+                finished = math.isfinite(score[steps]) and math.isfinite(score[2 * steps])
                 table.append({"method": method, "lr": chosen[method], "steps": steps, "score": score[steps],
                               "score_at_twice": score[2 * steps], "ratio": ratio,
-                              "converged": bool(ratio <= 1 + tolerance)})
-    table = pd.DataFrame(table)
-    if table.empty:
-        return table, None
-    passing = table.groupby("steps").converged.all()
-    chosen = [int(s) for s, ok in passing.items() if ok]
-    return table, (min(chosen) if chosen else None)
+                              "converged": finished and bool(ratio <= 1 + tolerance)})
+    table = pd.DataFrame(table, columns=["method", "lr", "steps", "score", "score_at_twice", "ratio", "converged"])
+    passing = [int(steps) for steps, group in table.groupby("steps")
+               if set(group.method[group.converged]) >= set(methods)]
+    return table, (min(passing) if passing else None)
 
 
 def report(cfg: Config) -> str:
     """``kind-bench tuning``: the tuning table, the budget rule's table and their plots."""
     from kind_bench.plots import budget_plot, tuning_plot
 
-    records = []
-    for path in sorted(tuning_path(cfg, "x").parent.glob("*.json")):
-        records.append(read_json(path, "tuning record"))
+    records = [read_json(path, "tuning record") for path in sorted(tuning_path(cfg, "x").parent.glob("*.json"))]
     if not records:
         raise UserError(f"no tuning records in {tuning_path(cfg, 'x').parent}: run the tune stages (dvc repro)")
+    stale = [rec.get("method", "?") for rec in records if not isinstance(rec.get("config"), dict)
+             or tuning_identity(with_defaults(rec["config"])) != _published_identity(cfg.suite.name, rec["method"])]
+    if stale:
+        raise UserError(f"tuning records of {', '.join(stale)} were tuned with another config than suite="
+                        f"{cfg.suite.name}'s: rerun `kind-bench tune suite={cfg.suite.name} method=...` for each")
+    lacking = sorted(set(cfg.tuning.budget_methods) - {rec["method"] for rec in records})
+    if lacking:
+        raise UserError(f"tuning.budget_methods {', '.join(lacking)} have no tuning record: run their tune stages")
     rows = pd.DataFrame([{**r, "chosen": r["lr"] == rec["chosen_lr"], "at_edge": rec["at_edge"] or ""}
                          for rec in records for r in rec["rows"]])
     final = rows[rows.steps == cfg.transfer.steps]
@@ -223,12 +241,13 @@ def report(cfg: Config) -> str:
         final.to_csv(tmp, index=False, float_format="%.6g")
     tuning_plot(final, base.with_name(base.name + ".png"))
     rates = {rec["method"]: rec["chosen_lr"] for rec in records}
-    budget, chosen = budget_rule(rows[rows.method.isin(cfg.tuning.budget_methods)], rates, cfg.tuning.budget_tolerance)
+    budget, chosen = budget_rule(rows[rows.method.isin(cfg.tuning.budget_methods)], rates, cfg.tuning.budget_tolerance,
+                                 list(cfg.tuning.budget_methods), tuning_metric(cfg))
     with atomic_path(base.with_name(base.name + "_budget.csv")) as tmp:
         budget.to_csv(tmp, index=False, float_format="%.6g")
     write_json(base.with_name(base.name + "_budget.json"), {
         "rule": f"smallest budget b at which every budget method's pooled validation score, at its chosen rate, "
-                f"is within {cfg.tuning.budget_tolerance:.0%} of its score at 2b",
+                f"is at most {cfg.tuning.budget_tolerance:.0%} worse than its score at 2b",
         "methods": list(cfg.tuning.budget_methods),
         "chosen_steps": chosen, "transfer_steps": cfg.transfer.steps, "consistent": chosen == cfg.transfer.steps})
     budget_plot(rows[rows.method.isin(cfg.tuning.budget_methods)], rates, cfg.transfer.steps,

@@ -32,6 +32,12 @@ DIRECTION: dict[str, str | None] = {
     "ece": "lower",
 }
 
+#: metrics bounded in [0, 1]: tuning pools them over tasks by the arithmetic mean (a geometric mean would
+#: let one perfect task decide alone)
+BOUNDED = frozenset({"precision_digits", "recall_digits", "class_accuracy", "precision", "recall", "top1", "ece"})
+#: unbiased estimates that can be negative: no geometric mean over tasks, so never a tuning metric
+SIGNED = frozenset({"kid_digits", "kid"})
+
 
 #: the metric that ranks methods: per feature extractor for generation, top-1 for classification
 PRIMARY: dict[str, str] = {"digits_cnn": "fd_digits", "inception-v3-compat": "fid", "classification": "top1"}

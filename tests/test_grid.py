@@ -102,3 +102,53 @@ def test_every_option_of_the_sections_in_the_base_config_can_be_set_on_the_comma
     cfg = compose(["sample.merged=false", "transfer.weight_decay=0.1", "eval.dinov2_arch=vit_base_patch14_dinov2"])
     assert (cfg.sample.merged, cfg.transfer.weight_decay, cfg.eval.dinov2_arch) == (False, 0.1,
                                                                                     "vit_base_patch14_dinov2")
+
+
+def _imports(module: str, top_level_only: bool) -> set[str]:
+    """The ``kind_bench`` modules ``module`` imports (in its body only, or anywhere in it)."""
+    import ast
+
+    path = _source(module)
+    tree = ast.parse(path.read_text()) if path else ast.Module(body=[], type_ignores=[])
+    found = set()
+    for node in tree.body if top_level_only else ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("kind_bench"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names if _source(f"{node.module}.{a.name}")}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("kind_bench")}
+    return found
+
+
+def _source(module: str) -> Path | None:
+    for path in (ROOT / f"{module.replace('.', '/')}.py", ROOT / module.replace(".", "/") / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def test_each_dvc_stage_depends_on_the_code_its_verb_runs():
+    """A stage reruns when code it runs changes: its deps cover its verb's module, everything that module
+    imports anywhere, and what those import when loaded (function-level imports further down are the
+    called module's own concern)."""
+    import re
+
+    from kind_bench.cli import STAGES
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        stage = stage.get("do", stage)
+        if stage.get("always_changed"):
+            continue
+        module = STAGES[re.search(r"kind-bench (\w+)", stage["cmd"]).group(1)].module
+        todo, seen = [module, *_imports(module, top_level_only=False)], set()
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                parts = current.split(".")
+                todo += [".".join(parts[:i]) for i in range(1, len(parts))] + list(_imports(current, True))
+        deps = [d.rstrip("/") for d in stage.get("deps", []) if isinstance(d, str)]
+        files = {str(_source(m).relative_to(ROOT)) for m in seen if _source(m)} - {"kind_bench/__init__.py"}
+        missing = sorted(f for f in files if not any(f == d or f.startswith(f"{d}/") for d in deps))
+        assert not missing, f"dvc.yaml stage {name} lacks deps on {missing}"

@@ -36,7 +36,7 @@ from kind_bench.lock import exclusive
 from kind_bench.methods import make_method
 from kind_bench.metrics import DIRECTION, primary_metric
 from kind_bench.metrics.fidelity import Scorer, scored_reference_size
-from kind_bench.models import null_label
+from kind_bench.models import null_label, weights_follow
 from kind_bench.paths import (
     ancestry_seed,
     cell_of,
@@ -204,7 +204,8 @@ def evaluate_cell(cfg: Config) -> str:
         ancestry = load_ancestry(cfg, method.ancestry.name, codec, device)[0] if method.ancestry else None
         target = make_target(cfg, codec, len(cfg.task.target_classes), descendant_depth(cfg))
         seed_everything(cfg.seed)  # the same build as in training: the frozen part is rebuilt, not stored
-        model = method.build(ancestry, target).model.to(device).requires_grad_(False)
+        with weights_follow():  # a factorised layer's SVD init is overwritten (learngenes copied, tailors loaded)
+            model = method.build(ancestry, target).model.to(device).requires_grad_(False)
         primary = primary_metric(cfg)
         start = time.perf_counter()
         try:

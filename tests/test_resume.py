@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -32,8 +33,13 @@ def result(root: Path, method: str = "kind") -> dict:
 
 
 def outcome(root: Path) -> tuple[dict, dict]:
-    """(final weights, metrics) of the cell, after evaluating it."""
-    assert main(["evaluate", *CELL]) == 0
+    """(final weights, metrics) of the cell, after evaluating it (without an SVD: the descendant's
+    factorised layers are about to receive their weights)."""
+    svd = torch.linalg.svd
+    calls = []
+    with mock.patch("torch.linalg.svd", lambda *a, **k: calls.append(1) or svd(*a, **k)):
+        assert main(["evaluate", *CELL]) == 0
+    assert not calls
     weights = load_file(str(root / RUN / "step-000300.safetensors"))
     return weights, result(root)["metrics"]
 
@@ -54,6 +60,12 @@ def test_a_run_killed_with_sigkill_resumes_and_ends_identical_to_an_uninterrupte
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (in_workspace / RUN / "train.json").exists()
+    # disk proportional to what trains: the snapshot and the resume file hold the tailors, label parameters
+    # and buffers, not the frozen learngenes (rebuilt from the ancestry; their checksum is kept)
+    resume_file = load_file(str(checkpoint))
+    stored = {k.removeprefix("model.") for k in resume_file if k.startswith("model.")}
+    assert stored == set(straight_weights) and any(".U_T" in k for k in stored)
+    assert not any(part in k for k in stored for part in (".U_G", ".V_G", ".sigma_G"))
 
     capsys.readouterr()
     assert main(["transfer", *CELL, "quiet=false"]) == 0

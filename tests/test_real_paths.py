@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from unittest import mock
@@ -235,8 +236,44 @@ def test_a_streamed_imagefolder_trains_a_latent_model_from_a_cache_encoded_once(
     assert sum(calls) == encoded and torch.equal(again.mean, first.mean)  # reused, not re-encoded
     draws = first.draw(torch.arange(4), torch.Generator().manual_seed(0))
     assert draws.shape == (4, 2, 4, 4) and not torch.equal(draws, first.mean[:4, 0] * codec.scale)
+    pixels = torch.stack([train.dataset()[i][0] for i in range(2)])
+    for side, view in enumerate((pixels, pixels.flip(-1))):  # orientation 1 is the mirror image
+        mean, std = codec.moments(view)
+        torch.testing.assert_close(first.mean[:2, side], mean, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(first.std[:2, side], std, atol=1e-5, rtol=1e-4)
+    from kind_bench.data.latents import cache_dir
+
+    folder = cache_dir(cfg, train, flip=True)
+    other_images = train.subset(torch.arange(len(train)).roll(1))  # the same number of images, another order
+    assert cache_dir(cfg, other_images, flip=True) != folder
+    other_vae = tmp_path / "other-vae"
+    shutil.copytree(tiny_vae, other_vae)
+    config = other_vae / "config.json"
+    config.write_text(config.read_text().replace('"scaling_factor": 0.18215', '"scaling_factor": 0.2'))
+    assert cache_dir(compose([*overrides, f"model.vae_path={other_vae}"]), train, flip=True) != folder
+    manifest = json.loads((folder / "manifest.json").read_text())
+    fewer = train.subset(torch.arange(len(train) - 1))
+    monkeypatch.setattr("kind_bench.data.latents.cache_dir", lambda *args: folder)  # a cache of other images
+    with pytest.raises(UserError, match=f"holds {manifest['images']} x 2 posteriors for {len(fewer)} images"):
+        encode_cached(cfg, fewer, codec, torch.device("cpu"))
     with pytest.raises(UserError, match="streams from files"):
         _ = train.images
+
+
+def test_a_posterior_draw_is_the_scaled_mean_or_a_sample_around_it_of_one_orientation_per_image():
+    from kind_bench.data.latents import PosteriorSet
+
+    mean = torch.stack([torch.full((500, 2, 3, 3), 1.0), torch.full((500, 2, 3, 3), -1.0)], 1)  # orientations
+    mean = mean + torch.arange(500.0).view(500, 1, 1, 1, 1)
+    std = torch.full_like(mean, 0.5)
+    index, generator = torch.arange(500), torch.Generator().manual_seed(0)
+    plain = PosteriorSet(mean, std, scale=0.2, sample=False).draw(index, generator) / 0.2
+    side = (plain[:, 0, 0, 0] - torch.arange(500.0)).round()  # +1: orientation 0, -1: orientation 1
+    assert set(side.tolist()) == {1.0, -1.0} and 150 < (side > 0).sum() < 350
+    torch.testing.assert_close(plain, mean[index, (side < 0).long()])  # the mean of one orientation, scaled
+    same = mean[:, :1].expand_as(mean)  # both orientations alike: the draw's noise alone is left
+    noise = (PosteriorSet(same, std, scale=0.2, sample=True).draw(index, generator) / 0.2 - same[:, 0]) / 0.5
+    assert abs(noise.mean()) < 0.05 and 0.95 < noise.std() < 1.05  # N(0, 1) around the scaled mean
 
 
 def _read_in_a_daemonic_process(dataset, queue) -> None:

@@ -22,6 +22,7 @@ import torch
 
 from kind_bench.config import Config
 from kind_bench.data.sources import file_loader
+from kind_bench.errors import UserError
 from kind_bench.io import file_state, load_tensors, save_tensors, write_json
 
 SHARD = 4096  # images per shard
@@ -115,6 +116,9 @@ def encode_cached(cfg: Config, images, codec, device: torch.device) -> Posterior
     loaded = [load_tensors(folder / f"shard-{i:05d}.safetensors", "latent cache shard") for i in range(count)]
     mean = torch.cat([s["mean"] for s in loaded]).to(device)
     std = torch.cat([s["std"] for s in loaded]).to(device)
+    if len(mean) != len(images) or mean.shape[1] != (2 if cfg.data.flip else 1):
+        raise UserError(f"latent cache {folder} holds {len(mean)} x {mean.shape[1]} posteriors for {len(images)} "
+                        f"images (data.flip={cfg.data.flip}): delete it and rerun")
     return PosteriorSet(mean, std, codec.scale, sample=sample)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -109,9 +111,11 @@ def test_frozen_learngene_product_is_cached_and_refreshed_on_change():
     layer.requires_grad_(False)
     first = layer.learngene_weight()
     assert layer.learngene_weight() is first
-    with torch.no_grad():
-        layer.sigma_G.mul_(2)
-    torch.testing.assert_close(layer.learngene_weight(), 2 * first)
+    for name in ("sigma_G", "U_G", "V_G"):  # an in-place change of any learngene tensor refreshes it
+        before = layer.learngene_weight()
+        with torch.no_grad():
+            getattr(layer, name).mul_(2)
+        torch.testing.assert_close(layer.learngene_weight(), 2 * before)
 
 
 def test_gate_assignments_and_what_the_null_label_opens():
@@ -136,6 +140,21 @@ def test_more_classes_than_windows_get_distinct_random_gates():
     masks = gate_masks(150, 32, 16, "block", 0)[:150]
     assert len({tuple(row.tolist()) for row in masks}) == 150  # block windows would give only 32
     assert (masks.sum(1) == 16).all()
+    tight = gate_masks(20, 6, 3, "random", 0)[:20]  # all C(6, 3) = 20 gates: a repeat is redrawn
+    assert len({tuple(row.tolist()) for row in tight}) == 20
+
+
+def test_an_ancestry_with_fewer_distinct_gates_than_classes_is_refused():
+    from kind_bench.config import compose
+    from kind_bench.errors import UserError
+    from kind_bench.methods import Target, make_ancestry
+
+    cfg = compose(["ancestry=kind", "model.hidden_size=16", "model.num_heads=1", "model.depth=1"])
+    target = Target(71, cfg.model.depth, cfg.model, cfg.data.channels, cfg.data.image_size)
+    with pytest.raises(UserError, match="ancestry.n_tailors=8 with ancestry.tailors_per_class=4 gives 70 distinct "
+                                        "gates for 71 classes"):
+        make_ancestry(cfg, "kind").build(target)
+    make_ancestry(cfg, "kind").build(dataclasses.replace(target, num_classes=70))  # C(8, 4) = 70: one each
 
 
 def test_inheriting_a_parameter_of_another_shape_is_refused():

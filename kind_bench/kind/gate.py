@@ -16,6 +16,7 @@ every class. Our assumptions (the paper does not pin them down; each is an ances
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -41,6 +42,9 @@ def gate_masks(num_classes: int, n_tailors: int, per_class: int, assignment: str
     slots = num_classes + (null_tailors == "own")  # the null label takes a slot of its own
     if assignment == "block" and slots > n_tailors:  # only n_tailors distinct windows: classes would share gates
         assignment = "random"
+    if assignment == "random" and slots > math.comb(n_tailors, per_class):
+        raise ValueError(f"{math.comb(n_tailors, per_class)} distinct gates of {per_class} of {n_tailors} tailors "
+                         f"cannot serve {slots} classes")
     if assignment == "disjoint" and n_tailors < slots:
         raise ValueError(f"disjoint windows need n_tailors >= {slots} (one per class), not {n_tailors}")
     masks = torch.zeros(num_classes + 1, n_tailors)
@@ -51,8 +55,10 @@ def gate_masks(num_classes: int, n_tailors: int, per_class: int, assignment: str
             index = torch.arange(start, start + per_class) % n_tailors
         elif assignment == "disjoint":
             index = torch.arange(round(c * n_tailors / slots), round((c + 1) * n_tailors / slots))
-        else:
+        else:  # a gate no earlier class has
             index = torch.randperm(n_tailors, generator=generator)[:per_class]
+            while any(masks[:c, index].sum(1) == per_class):
+                index = torch.randperm(n_tailors, generator=generator)[:per_class]
         masks[c, index] = 1.0  # row num_classes is the null label's (only reached with null_tailors=own)
     if null_tailors == "all":
         masks[num_classes] = 1.0
@@ -71,9 +77,11 @@ class ClassGate(nn.Module):
         super().__init__()
         if mode not in GATE_MODES:
             raise ValueError(f"mode={mode!r} is not one of {GATE_MODES}")
-        masks = gate_masks(num_classes, n_tailors, per_class, assignment, seed, null_tailors) if n_tailors else \
-            torch.zeros(num_classes + 1, 0)
-        self.register_buffer("mask", torch.ones_like(masks) if mode == "open" else masks)
+        if mode == "open" or not n_tailors:  # every tailor open for every class (or none to open)
+            masks = torch.ones(num_classes + 1, n_tailors)
+        else:
+            masks = gate_masks(num_classes, n_tailors, per_class, assignment, seed, null_tailors)
+        self.register_buffer("mask", masks)
         self.mode = mode
         self.active: torch.Tensor | None = None
         self._columns: tuple[torch.Tensor, int, torch.Tensor] | None = None  # (active, tokens, columns)

@@ -81,3 +81,17 @@ def test_a_resume_file_keeps_the_trained_parameters_and_their_optimizer_state_on
     with pytest.raises(UserError, match="does not fit the model rebuilt from the ancestry"):
         load_checkpoint(path, other, torch.optim.AdamW(other.trained.parameters()), schedule, torch.Generator(),
                         tag="run")
+
+
+def test_the_loop_reads_the_loss_back_only_at_its_logging_points(monkeypatch):
+    """No per-step host sync (on a GPU each read waits for the step): 200 steps log every 4th."""
+    reads = []
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _real=real, _name=name, **k:
+                            reads.append(_name) or _real(self, *a, **k))
+    model = nn.Linear(2, 1)
+    train(model, [Phase(1.0, list(model.parameters()))], torch.randn(16, 2), torch.randn(16),
+          TrainConfig(steps=200, batch_size=4, grad_clip=1.0, ema=0.9),
+          lambda m, images, labels, generator: ((m(images).squeeze(1) - labels) ** 2).mean(), seed=0)
+    assert reads.count("tolist") == 50 and len(reads) <= 55, reads[:60]

@@ -8,7 +8,8 @@ every class. Our assumptions (the paper does not pin them down; each is an ances
   with more classes than tailors there are fewer distinct windows than classes, so ``block`` then falls
   back to seeded random subsets, e.g. 150 ImageNet classes);
   ``disjoint``, the tailors split into one contiguous group per class (``per_class`` is unused); or
-  ``random``, a seeded random subset of ``per_class``;
+  ``random``, a seeded random subset of ``per_class``, distinct for every class until all
+  C(n_tailors, per_class) subsets are used (only then do classes share one; the build says so);
 * what the null label of classifier-free guidance opens (``null_tailors``): ``none`` (the unconditional
   model is the learngenes alone), ``all`` (every tailor) or ``own`` (a window of its own, assigned as if
   it were one more class).
@@ -42,9 +43,6 @@ def gate_masks(num_classes: int, n_tailors: int, per_class: int, assignment: str
     slots = num_classes + (null_tailors == "own")  # the null label takes a slot of its own
     if assignment == "block" and slots > n_tailors:  # only n_tailors distinct windows: classes would share gates
         assignment = "random"
-    if assignment == "random" and slots > math.comb(n_tailors, per_class):
-        raise ValueError(f"{math.comb(n_tailors, per_class)} distinct gates of {per_class} of {n_tailors} tailors "
-                         f"cannot serve {slots} classes")
     if assignment == "disjoint" and n_tailors < slots:
         raise ValueError(f"disjoint windows need n_tailors >= {slots} (one per class), not {n_tailors}")
     masks = torch.zeros(num_classes + 1, n_tailors)
@@ -55,9 +53,10 @@ def gate_masks(num_classes: int, n_tailors: int, per_class: int, assignment: str
             index = torch.arange(start, start + per_class) % n_tailors
         elif assignment == "disjoint":
             index = torch.arange(round(c * n_tailors / slots), round((c + 1) * n_tailors / slots))
-        else:  # a gate no earlier class has
+        else:  # a gate no class of this round has: distinct until all C(n_tailors, per_class) are used
+            first = c - c % math.comb(n_tailors, per_class)
             index = torch.randperm(n_tailors, generator=generator)[:per_class]
-            while any(masks[:c, index].sum(1) == per_class):
+            while any(masks[first:c, index].sum(1) == per_class):
                 index = torch.randperm(n_tailors, generator=generator)[:per_class]
         masks[c, index] = 1.0  # row num_classes is the null label's (only reached with null_tailors=own)
     if null_tailors == "all":

@@ -28,6 +28,7 @@ Our assumptions (the paper does not pin these down; each is a config value):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from dataclasses import dataclass, field
 
@@ -70,6 +71,11 @@ def _check(options: KindAncestryOptions, model_rank: int) -> None:
                         f"[1, ancestry.n_tailors={options.n_tailors}]")
 
 
+@functools.cache
+def _warn_once(message: str) -> None:
+    print(f"kind-bench: warning: {message}", file=sys.stderr)
+
+
 def build_kind_model(options: KindAncestryOptions, target: Target, gate_mode: str = "label",
                      n_learngenes: int | None = None) -> nn.Module:
     """A fresh decomposed backbone with a class gate for ``target.num_classes`` classes (``n_learngenes``:
@@ -89,9 +95,9 @@ def build_kind_model(options: KindAncestryOptions, target: Target, gate_mode: st
                      options.gate_seed, options.null_tailors, mode=gate_mode)
     distinct = len({tuple(row.tolist()) for row in gate.mask[:slots]})
     if options.n_tailors and gate_mode != "open" and distinct < slots:  # said, not silent: tailors are shared
-        print(f"kind-bench: warning: ancestry.n_tailors={options.n_tailors} with ancestry.tailors_per_class="
-              f"{options.tailors_per_class} gives {distinct} distinct gates for {slots} classes: classes share "
-              "their tailors (raise ancestry.n_tailors to give each its own)", file=sys.stderr)
+        _warn_once(f"ancestry.n_tailors={options.n_tailors} with ancestry.tailors_per_class="
+                   f"{options.tailors_per_class} gives {distinct} distinct gates for {slots} classes: classes share "
+                   "their tailors (raise ancestry.n_tailors to give each its own)")
     model = decompose(backbone, list(options.layers), options.n_tailors, gate, n_learngenes)
     model.kind_options = options  # how it was built, so a descendant can be built the same way
     return model

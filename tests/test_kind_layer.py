@@ -150,14 +150,15 @@ def test_an_ancestry_whose_classes_must_share_gates_says_so(capsys):
     from kind_bench.config import compose
     from kind_bench.methods import Target, make_ancestry
 
-    cfg = compose(["ancestry=kind", "model.hidden_size=16", "model.num_heads=1", "model.depth=1"])
-    target = Target(70, cfg.model.depth, cfg.model, cfg.data.channels, cfg.data.image_size)
-    make_ancestry(cfg, "kind").build(target)  # C(8, 4) = 70: one gate each
+    cfg = compose(["ancestry=kind", "ancestry.n_tailors=4", "ancestry.tailors_per_class=2", "model.hidden_size=8",
+                   "model.num_heads=1", "model.depth=1"])
+    target = Target(6, cfg.model.depth, cfg.model, cfg.data.channels, cfg.data.image_size)
+    make_ancestry(cfg, "kind").build(target)  # C(4, 2) = 6: one gate each
     assert "warning" not in capsys.readouterr().err
-    model = make_ancestry(cfg, "kind").build(dataclasses.replace(target, num_classes=71))
-    assert ("ancestry.n_tailors=8 with ancestry.tailors_per_class=4 gives 70 distinct gates for 71 classes: "
+    model = make_ancestry(cfg, "kind").build(dataclasses.replace(target, num_classes=7))
+    assert ("ancestry.n_tailors=4 with ancestry.tailors_per_class=2 gives 6 distinct gates for 7 classes: "
             "classes share their tailors") in capsys.readouterr().err
-    assert len({tuple(row.tolist()) for row in model.kind_gate.mask[:71]}) == 70
+    assert len({tuple(row.tolist()) for row in model.kind_gate.mask[:7]}) == 6
 
 
 def test_inheriting_a_parameter_of_another_shape_is_refused():

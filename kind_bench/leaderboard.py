@@ -26,8 +26,10 @@ written into a temporary folder and moved into place together.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -42,6 +44,7 @@ import pandas as pd
 from kind_bench.config import Config, with_defaults
 from kind_bench.errors import UserError
 from kind_bench.identity import PUBLISHED, digest, seedless_digest
+from kind_bench.io import read_json, write_json
 from kind_bench.lock import exclusive
 from kind_bench.metrics import DIRECTION, PRIMARY
 from kind_bench.paths import leaderboard_dir, published_results
@@ -554,12 +557,39 @@ def clean_leftovers(folder: Path, suite: str, names: list[str]) -> None:
             path.unlink()
 
 
-def publish(staging: Path, targets: dict[str, Path]) -> None:
-    """Move every staged file onto its target (each move atomic), then drop the staging folder."""
+def manifest_path(out: Path, suite: str) -> Path:
+    """The record of one leaderboard build's files (``<suite>_manifest.json`` beside them)."""
+    return out / f"{suite}_manifest.json"
+
+
+def publish(staging: Path, targets: dict[str, Path], manifest: Path) -> None:
+    """Move every staged file onto its target (each move atomic), then record them with their SHA-256 in
+    ``manifest``, which is removed first: until every file is in place the set is no one build, and
+    :func:`check_published` refuses it."""
+    manifest.unlink(missing_ok=True)
     for name, target in targets.items():
         target.parent.mkdir(parents=True, exist_ok=True)
         (staging / name).replace(target)
+    files = {Path(os.path.relpath(target, manifest.parent)).as_posix(): _sha256(target) for target in targets.values()}
+    write_json(manifest, {"files": files})  # paths relative to the manifest's folder
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_published(out: Path, suite: str) -> None:
+    """Refuse a suite's leaderboard files that are not all from one finished build (an interrupted build
+    leaves no manifest; an edited or stray file does not match it)."""
+    manifest = manifest_path(out, suite)
+    rerun = f"rerun `kind-bench leaderboard suite={suite}`"
+    if not manifest.is_file():
+        raise UserError(f"{manifest} not found: the {suite} leaderboard files are not one finished build; {rerun}")
+    for name, recorded in read_json(manifest, "leaderboard manifest")["files"].items():
+        path = out / name
+        if not path.is_file() or _sha256(path) != recorded:
+            raise UserError(f"{path} is not the file the {suite} leaderboard build recorded in {manifest}; {rerun}")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def run(cfg: Config) -> str:
@@ -599,7 +629,8 @@ def _build(cfg: Config, runs: pd.DataFrame, table: pd.DataFrame, primary: str | 
                f"{suite}_findings.md": out / f"{suite}_findings.md",
                f"{suite}_pareto.png": out / f"{suite}_pareto.png",
                f"{suite}_convergence.png": out / f"{suite}_convergence.png"}
-    clean_leftovers(out, suite, [*targets, *(f"{suite}_sizes{ext}" for ext in (".csv", ".md", ".png"))])
+    clean_leftovers(out, suite, [*targets, *(f"{suite}_sizes{ext}" for ext in (".csv", ".md", ".png")),
+                                 manifest_path(out, suite).name])
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{suite}-", dir=out))
     try:
         format_table(table).to_csv(staging / f"{suite}.csv", index=False)
@@ -617,6 +648,6 @@ def _build(cfg: Config, runs: pd.DataFrame, table: pd.DataFrame, primary: str | 
         for task, values in (task_metrics(table, primary) if primary else {}).items():
             (staging / f"metrics-{task}.json").write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
             targets[f"metrics-{task}.json"] = metrics_dir / f"{task}.json"
-        publish(staging, targets)
+        publish(staging, targets, manifest_path(out, suite))
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -19,6 +19,9 @@ import re
 import sys
 from pathlib import Path
 
+from kind_bench.errors import UserError
+from kind_bench.leaderboard import check_published
+
 SUITES = ("digits", "digits_cls")
 KINDS = ("findings", "glance")
 
@@ -62,8 +65,11 @@ def generated(results: Path, suite: str, kind: str) -> str | None:
 
 
 def synced(readme: str, results: Path) -> str:
-    """``readme`` with every marked region replaced by its file's current text."""
+    """``readme`` with every marked region replaced by its file's current text (refused unless each suite's
+    leaderboard files are one finished build)."""
     for suite in SUITES:
+        if any((results / "leaderboard" / name).is_file() for name in (f"{suite}.md", f"{suite}_findings.md")):
+            check_published(results / "leaderboard", suite)
         for kind in KINDS:
             text = generated(results, suite, kind)
             if text is not None:
@@ -81,7 +87,12 @@ def synced(readme: str, results: Path) -> str:
 def main() -> int:
     """Rewrite README.md's marked regions."""
     path = Path("README.md")
-    path.write_text(synced(path.read_text(), Path("results")))
+    try:
+        text = synced(path.read_text(), Path("results"))
+    except UserError as exc:
+        print(f"readme: error: {exc}", file=sys.stderr)
+        return 1
+    path.write_text(text)
     print("readme: findings, glance and table regions updated")
     return 0
 

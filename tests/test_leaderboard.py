@@ -247,3 +247,33 @@ def test_a_snapshot_that_is_not_finite_for_some_seeds_is_not_averaged_over_the_r
     rows = table(board)
     assert math.isnan(rows.loc["a", "fd_digits@50%"]) and "fd_digits@50% missing for seed 1" in \
         rows.loc["a", "note"]
+
+
+def test_leaderboard_files_that_are_not_one_finished_build_are_refused(board, monkeypatch):
+    from kind_bench.errors import UserError
+    from kind_bench.leaderboard import check_published
+
+    out = board / "results/leaderboard"
+    assert main(["leaderboard"]) == 0
+    check_published(out, "digits")  # a finished build
+    csv = (out / "digits.csv").read_text()
+    (out / "digits.csv").write_text(csv.replace("a,", "b,", 1))  # edited after the build
+    with pytest.raises(UserError, match="digits.csv is not the file the digits leaderboard build recorded"):
+        check_published(out, "digits")
+    moves = []
+    real = Path.replace
+
+    def interrupted(self, target):  # the build dies after its first file is in place
+        if moves:
+            raise KeyboardInterrupt
+        moves.append(target)
+        return real(self, target)
+
+    write(board, "a", "novel", 0, 0.5)
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "replace", interrupted)
+        assert main(["leaderboard"]) == 130  # interrupted
+    with pytest.raises(UserError, match="digits_manifest.json not found: the digits leaderboard files are not one"):
+        check_published(out, "digits")  # one new file beside old ones: not one build
+    assert main(["leaderboard"]) == 0
+    check_published(out, "digits")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from kind_bench.readme import KINDS, SUITES, block, glance, synced
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,12 +20,20 @@ def test_the_readme_tables_and_findings_are_the_generated_files():
         "`make readme`"
 
 
-def test_sync_replaces_only_the_marked_region(tmp_path):
-    (tmp_path / "leaderboard").mkdir()
-    (tmp_path / "leaderboard" / "digits_findings.md").write_text("new text\n")
+def test_sync_replaces_only_the_marked_region_of_a_finished_leaderboard_build(tmp_path):
+    from kind_bench.errors import UserError
+    from kind_bench.leaderboard import manifest_path, publish
+
+    out, staging = tmp_path / "leaderboard", tmp_path / "staging"
+    staging.mkdir()
+    (staging / "digits_findings.md").write_text("new text\n")
     start, end = "<!-- findings:digits:start -->", "<!-- findings:digits:end -->"
     readme = f"before\n{start}\nold\n{end}\nafter\n"
+    publish(staging, {"digits_findings.md": out / "digits_findings.md"}, manifest_path(out, "digits"))
     assert synced(readme, tmp_path) == f"before\n{start}\nnew text\n{end}\nafter\n"
+    manifest_path(out, "digits").unlink()  # as an interrupted build leaves it
+    with pytest.raises(UserError, match="digits_manifest.json not found"):
+        synced(readme, tmp_path)
 
 
 def test_glance_keeps_the_summary_tables_and_drops_what_cannot_run():

@@ -9,13 +9,12 @@ the run stages up to date, an edited plugin reruns its own.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from kind_bench.checkpoint import source_digest
 from kind_bench.config import Config, config_dir
-from kind_bench.io import write_json
+from kind_bench.io import file_sha256, write_json
 from kind_bench.methods import discover, distribution_of
 
 
@@ -26,7 +25,7 @@ def method_digest(name: str) -> dict[str, object]:
     return {
         "method": source_digest(cls),
         "ancestry": source_digest(cls.ancestry) if cls.ancestry else None,
-        "config": hashlib.sha256(yaml.read_bytes()).hexdigest() if yaml.is_file() else None,
+        "config": file_sha256(yaml) if yaml.is_file() else None,
         "distribution": distribution_of(name),
     }
 

@@ -26,7 +26,6 @@ written into a temporary folder and moved into place together.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -44,7 +43,7 @@ import pandas as pd
 from kind_bench.config import Config, with_defaults
 from kind_bench.errors import UserError
 from kind_bench.identity import PUBLISHED, digest, seedless_digest
-from kind_bench.io import read_json, write_json
+from kind_bench.io import file_sha256, read_json, write_json
 from kind_bench.lock import exclusive
 from kind_bench.metrics import DIRECTION, PRIMARY
 from kind_bench.paths import leaderboard_dir, published_results
@@ -570,8 +569,9 @@ def publish(staging: Path, targets: dict[str, Path], manifest: Path) -> None:
     for name, target in targets.items():
         target.parent.mkdir(parents=True, exist_ok=True)
         (staging / name).replace(target)
-    files = {Path(os.path.relpath(target, manifest.parent)).as_posix(): _sha256(target) for target in targets.values()}
-    write_json(manifest, {"files": files})  # paths relative to the manifest's folder
+    files = {Path(os.path.relpath(target, manifest.parent)).as_posix(): file_sha256(target)  # relative paths
+             for target in targets.values()}
+    write_json(manifest, {"files": files})
     shutil.rmtree(staging, ignore_errors=True)
 
 
@@ -584,12 +584,8 @@ def check_published(out: Path, suite: str) -> None:
         raise UserError(f"{manifest} not found: the {suite} leaderboard files are not one finished build; {rerun}")
     for name, recorded in read_json(manifest, "leaderboard manifest")["files"].items():
         path = out / name
-        if not path.is_file() or _sha256(path) != recorded:
+        if not path.is_file() or file_sha256(path) != recorded:
             raise UserError(f"{path} is not the file the {suite} leaderboard build recorded in {manifest}; {rerun}")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def run(cfg: Config) -> str:

@@ -7,18 +7,17 @@ one draw of ``tuning.samples_per_class`` per class). Rates are compared by the g
 tasks of the validation primary metric (scale-free: FD and NLL differ in scale between tasks; for a metric
 bounded in [0, 1], ``metrics.BOUNDED``, the arithmetic mean of the metric or, where higher is better, of its
 shortfall from 1, which one perfect task does not decide alone): one rate per method, pooled over the tasks
-(the leaderboard's ``lr`` column).
-A method whose every rate failed gets no rate (the stage fails). A best rate at an edge of
-the grid extends the grid by one step on that side, up to ``tuning.extend`` times; a choice still at an
-edge is flagged (``at_edge``). Every method gets the same grid size, tasks, seeds and steps.
+(the leaderboard's ``lr`` column). A method whose every rate failed gets no rate (the stage fails). A best
+rate at an edge of the grid extends the grid by one step on that side, up to ``tuning.extend`` times; a
+choice still at an edge is flagged (``at_edge``). Every method gets the same grid size, tasks, seeds and steps.
 
 The budget rule (``tuning.budget_methods``, KIND and full fine-tuning): at its chosen rate each of those
 methods is also trained for half and for twice ``transfer.steps`` (separate runs: the learning rate
 follows one schedule over a run's own length). A budget b is converged when the pooled validation score
 at b is at most ``tuning.budget_tolerance`` (5%) worse than the score at 2b (both runs finished), for
-every budget method; ``kind-bench tuning`` refuses records tuned with another config than the suite's,
-and writes the tables (``results/tuning/<suite>.csv``, ``<suite>_budget.csv``/``.json``) and plots, and says whether
-``transfer.steps`` is the smallest converged budget for every budget method.
+every budget method. ``kind-bench tuning`` refuses records tuned with another config than the suite's,
+writes the tables (``results/tuning/<suite>.csv``, ``<suite>_budget.csv``/``.json``) and plots, and says
+whether ``transfer.steps`` is the smallest converged budget for every budget method.
 """
 
 from __future__ import annotations
@@ -51,6 +50,12 @@ def tuning_identity(config: dict[str, Any]) -> str:
         kept[section] = {k: v for k, v in kept[section].items() if k not in TRIAL_SETS[section]}
     kept["tuning_settings"] = {k: v for k, v in config["tuning"].items() if k != "lr_source"}  # not UNIDENTIFYING
     return digest(kept)
+
+
+def recorded_identity(record: dict[str, Any]) -> str | None:
+    """The tuning identity of the config a tuning record holds (None when it holds none)."""
+    config = record.get("config")
+    return tuning_identity(with_defaults(config)) if isinstance(config, dict) else None
 
 
 @functools.cache
@@ -87,7 +92,7 @@ def chosen_lr(cfg: Config, method: str) -> float:
                         f"tune@{method}` (or `kind-bench tune method={method}`), or pass transfer.lr=...")
     record = read_json(path, "tuning record")
     expected = tuning_identity(as_dict(cfg)) if path == own else _published_identity(cfg.suite.name, method)
-    if not isinstance(record.get("config"), dict) or tuning_identity(with_defaults(record["config"])) != expected:
+    if recorded_identity(record) != expected:
         raise UserError(f"tuning record {path} was tuned with another config than it is filed for: rerun "
                         f"`kind-bench tune method={method}` (dvc repro tune@{method})")
     return float(record["chosen_lr"])
@@ -222,8 +227,8 @@ def report(cfg: Config) -> str:
     records = [read_json(path, "tuning record") for path in sorted(tuning_path(cfg, "x").parent.glob("*.json"))]
     if not records:
         raise UserError(f"no tuning records in {tuning_path(cfg, 'x').parent}: run the tune stages (dvc repro)")
-    stale = [rec.get("method", "?") for rec in records if not isinstance(rec.get("config"), dict)
-             or tuning_identity(with_defaults(rec["config"])) != _published_identity(cfg.suite.name, rec["method"])]
+    stale = [rec.get("method", "?") for rec in records
+             if recorded_identity(rec) != _published_identity(cfg.suite.name, rec.get("method", "?"))]
     if stale:
         raise UserError(f"tuning records of {', '.join(stale)} were tuned with another config than suite="
                         f"{cfg.suite.name}'s: rerun `kind-bench tune suite={cfg.suite.name} method=...` for each")

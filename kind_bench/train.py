@@ -139,7 +139,6 @@ def enable_grad_checkpointing(model: nn.Module) -> None:
     if gate is not None and not gate.open_all and arch_of(base) is not DIT:
         raise UserError("runtime.grad_checkpointing=true cannot train a label-gated KIND ViT (a recomputed block "
                         "would not see its own pass's labels): set runtime.grad_checkpointing=false")
-    base.recomputes_blocks = True  # what a forward leaves for the backward must outlive it (KIND's W_G)
     if hasattr(base, "enable_gradient_checkpointing"):
         base.enable_gradient_checkpointing()
     else:

@@ -255,33 +255,11 @@ def _learngene_grads(model: nn.Module) -> list[torch.Tensor]:
     return [p.grad.clone() for _, layer in kind_layers(model) for p in (layer.U_G, layer.sigma_G, layer.V_G, layer.U_T)]
 
 
-def test_batched_learngene_weights_give_the_per_layer_gradients_and_are_released(monkeypatch):
-    from kind_bench.kind import decompose
-
-    model = _kind_dit()
-    layers = [layer for _, layer in decompose.kind_layers(model)]
-    assert len({tuple(layer.U_G.shape) for layer in layers}) < len(layers)  # same-shape groups to batch
-    batched = _learngene_grads(model)
-    assert all(layer._cache is None for layer in layers)  # no graph kept past the forward that formed it
-    monkeypatch.setattr(decompose, "form_learngene_weights", lambda layers: None)  # each layer forms its own
-    plain = _learngene_grads(model)
-    for a, b in zip(batched, plain, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-
-
-def test_a_formed_learngene_weight_is_what_the_layer_uses_until_its_learngenes_change():
-    from kind_bench.kind.decompose import kind_layers
-    from kind_bench.kind.layer import form_learngene_weights
-
-    layers = [layer for _, layer in kind_layers(_kind_dit())]
-    form_learngene_weights(layers)
-    first = layers[0]
-    formed = first.learngene_weight()
-    assert formed.requires_grad and all(layer.learngene_weight() is layer._cache.weight for layer in layers)
-    torch.testing.assert_close(formed, (first.U_G * first.sigma_G) @ first.V_G.T, rtol=1e-12, atol=1e-12)
-    with torch.no_grad():
-        first.sigma_G.mul_(2)  # an optimiser step: the formed weight is stale
-    torch.testing.assert_close(first.learngene_weight(), 2 * formed.detach(), rtol=1e-12, atol=1e-12)
+def test_a_training_forward_keeps_no_learngene_weight_past_itself():
+    _, layer, gate = make_layer()
+    gate.set_labels(torch.tensor([0, 1]))
+    layer(torch.randn(2, 3, IN)).sum().backward()
+    assert layer._cache is None  # a kept W_G would hold its graph past the step (and go stale after it)
 
 
 def test_a_weight_cached_while_frozen_is_not_used_once_the_learngenes_train():
@@ -294,13 +272,13 @@ def test_a_weight_cached_while_frozen_is_not_used_once_the_learngenes_train():
     assert layer.U_G.grad is not None and layer.U_G.grad.abs().sum() > 0
 
 
-def test_gradient_checkpointing_recomputes_blocks_with_the_formed_learngene_weights():
+def test_gradient_checkpointing_gives_the_gradients_of_a_plain_backward():
     from kind_bench.train import enable_grad_checkpointing
 
     model = _kind_dit()
     plain = _learngene_grads(model)
     model.train()
-    enable_grad_checkpointing(model)  # blocks rerun in the backward pass: they must see the W_G the forward used
+    enable_grad_checkpointing(model)  # blocks rerun in the backward pass, forming W_G again
     checkpointed = _learngene_grads(model)
     for a, b in zip(checkpointed, plain, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
@@ -313,10 +291,10 @@ def test_a_model_trained_with_gradient_checkpointing_deploys_to_the_same_functio
     model = _kind_dit()
     model.train()
     enable_grad_checkpointing(model)
-    _learngene_grads(model)  # leaves each layer the W_G its recomputing backward used (with its graph)
+    _learngene_grads(model)
     model.requires_grad_(False)
     model.eval()
-    dense = deploy(model, 0, guidance=False)  # a copy: a W_G with autograd history cannot be deep-copied
+    dense = deploy(model, 0, guidance=False)  # a copy: it must hold no W_G with autograd history
     x, t, y = torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.tensor([3, 7]), torch.tensor([0, 0])
     torch.testing.assert_close(dense(x, t, class_labels=y).sample, model(x, t, class_labels=y).sample)
 
@@ -347,7 +325,7 @@ def test_gradient_checkpointing_is_refused_for_a_label_gated_kind_vit():
         enable_grad_checkpointing(vit)
     vit.kind_gate.mode = "open"  # every tailor open: no labels to lose
     enable_grad_checkpointing(vit)
-    assert vit.recomputes_blocks
+    assert vit.grad_checkpointing
 
 
 def test_torch_compile_traces_the_layer_without_graph_breaks_or_a_recompile_per_step():
@@ -412,7 +390,7 @@ def test_frozen_after_a_checkpointed_training_step_the_model_uses_the_updated_le
 
     model = _kind_dit()
     model.train()
-    enable_grad_checkpointing(model)  # the forward's W_G outlives it, for the recomputing backward
+    enable_grad_checkpointing(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.05, fused=True)
     x, t, y = torch.randn(4, 1, 8, 8, dtype=torch.float64), torch.tensor([1, 5, 9, 20]), torch.zeros(4, dtype=int)
     model(x, t, class_labels=y).sample.pow(2).mean().backward()

@@ -7,7 +7,7 @@ import copy
 from torch import nn
 
 from kind_bench.kind.gate import ClassGate
-from kind_bench.kind.layer import GuidedPairLinear, KindLinear, form_learngene_weights
+from kind_bench.kind.layer import GuidedPairLinear, KindLinear
 from kind_bench.models import DIT, arch_of, block_linears, null_label
 
 
@@ -18,32 +18,14 @@ def decompose(model: nn.Module, roles: list[str], n_tailors: int, gate: ClassGat
 
     The gate is registered on the model as ``kind_gate``. On the DiT a forward pre-hook feeds it the
     ``class_labels`` of every call; on the ViT (whose forward takes no label) the caller opens it with
-    ``model.kind_gate.labels(y)``, unless the gate is open for every sample. Two more hooks form the
-    training learngenes' W_G in batches before each forward pass and drop them after it.
+    ``model.kind_gate.labels(y)``, unless the gate is open for every sample.
     """
     for _, _, parent, attr in block_linears(model, roles):
         setattr(parent, attr, KindLinear.from_linear(getattr(parent, attr), n_tailors, gate, n_learngenes))
     model.kind_gate = gate.to(next(model.parameters()).device)
     if arch_of(model) is DIT:
         model.register_forward_pre_hook(gate.capture, with_kwargs=True)
-    model.register_forward_pre_hook(_form_learngene_weights)
-    model.register_forward_hook(_release_learngene_weights, always_call=True)
     return model
-
-
-def _form_learngene_weights(model: nn.Module, args: tuple) -> None:
-    """Forward pre-hook: the training learngenes' W_G, formed in batches (see :func:`form_learngene_weights`)."""
-    form_learngene_weights([layer for _, layer in kind_layers(model)])
-
-
-def _release_learngene_weights(model: nn.Module, args: tuple, output: object) -> None:
-    """Forward hook, also on an exception: each layer drops the W_G the pre-hook formed (unless blocks are
-    recomputed in the backward pass, gradient checkpointing: they must see the same W_G then; the next
-    forward replaces it, and a learngene update makes it stale)."""
-    if getattr(model, "recomputes_blocks", False):
-        return
-    for _, layer in kind_layers(model):
-        layer.release_learngene_weight()
 
 
 def kind_layers(model: nn.Module) -> list[tuple[str, KindLinear]]:
@@ -57,8 +39,6 @@ def deploy(model: nn.Module, class_id: int, guidance: bool) -> nn.Module:
     Without guidance every KindLinear becomes ``merge(class_id)``; with guidance it becomes a
     :class:`GuidedPairLinear` of ``merge(class_id)`` and ``merge(null)`` for the [cond; uncond] batch.
     """
-    for _, layer in kind_layers(model):  # a W_G left for a recomputing backward holds its graph: not copied
-        layer.release_learngene_weight()
     dense = copy.deepcopy(model)
     null = null_label(dense)
     for name, layer in kind_layers(dense):
@@ -67,7 +47,5 @@ def deploy(model: nn.Module, class_id: int, guidance: bool) -> nn.Module:
         merged = layer.merge(class_id)
         setattr(parent, attr, GuidedPairLinear(merged, layer.merge(null)) if guidance else merged)
     dense._forward_pre_hooks.clear()
-    dense._forward_hooks.clear()
-    dense._forward_hooks_always_called.clear()
     del dense.kind_gate
     return dense

@@ -6,10 +6,9 @@ sample by the class gate). For a batch with labels ``y`` the layer computes, wit
     y = ((x V_G) * sigma_G) U_G^T + ((x V_T) * (sigma_T * m_y)) U_T^T + b
 
 The learngene term is evaluated as one dense product ``x W_G^T`` with ``W_G = U_G diag(sigma_G) V_G^T``
-(the same for every sample; algebraically identical, and a single GEMM). When the learngenes are frozen,
-``W_G`` is cached until a learngene tensor changes; when they train, a KIND model forms every layer's
-``W_G`` at the start of its forward pass in one batched product per layer shape
-(:func:`form_learngene_weights`, installed by :func:`kind_bench.kind.decompose.decompose`).
+(the same for every sample; algebraically identical, and a single GEMM). While the learngenes train, each
+forward pass forms ``W_G`` in the graph; while they are frozen, it is cached until a learngene tensor
+changes.
 
 The tailor term's products have an inner or outer size of N_T (8 by default). On CPU a GEMM whose output
 has N_T columns is 2.5-4x slower than the same product laid out with N_T rows (measured at 1024 x 128 x 8
@@ -19,8 +18,6 @@ above (tested in float64).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -84,16 +81,6 @@ class GatedLinearFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_b, grad_v, grad_u, grad_sigma, None
 
 
-@dataclass(frozen=True)
-class LearngeneWeight:
-    """A formed W_G: the learngenes' versions it was formed from (:meth:`KindLinear.learngene_key`), and
-    whether it belongs to one forward pass (:func:`form_learngene_weights`) rather than frozen learngenes."""
-
-    key: tuple[int, ...]
-    weight: torch.Tensor
-    per_forward: bool
-
-
 class KindLinear(nn.Module):
     """A linear layer stored as learngene and tailor rank-1 components."""
 
@@ -115,7 +102,7 @@ class KindLinear(nn.Module):
         self.V_T = nn.Parameter(torch.empty(in_features, n_tailors))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.__dict__["gate"] = gate  # shared, registered once on the model (not a child of each layer)
-        self._cache: LearngeneWeight | None = None
+        self._cache: tuple[tuple[int, ...], torch.Tensor] | None = None  # frozen W_G: (learngene_key, W_G)
 
     @property
     def n_learngenes(self) -> int:
@@ -181,28 +168,17 @@ class KindLinear(nn.Module):
         return self.U_G.requires_grad or self.sigma_G.requires_grad or self.V_G.requires_grad
 
     def learngene_weight(self) -> torch.Tensor:
-        """W_G = U_G diag(sigma_G) V_G^T. While the learngenes train: the one :func:`form_learngene_weights`
-        formed for this forward pass, else formed here and not kept (an optimiser may update them in place
-        without bumping their versions, as fused AdamW does). While they are frozen: cached, in the
-        parameters' dtype whatever autocast is on, until a learngene tensor changes."""
-        if torch.compiler.is_compiling():  # traced into the graph: a Python-side cache would break it each call
+        """W_G = U_G diag(sigma_G) V_G^T. While the learngenes train (or inside a compiled graph): formed here,
+        in the graph, and not kept (an optimiser may update them in place without bumping their versions, as
+        fused AdamW does). While they are frozen: cached, in the parameters' dtype whatever autocast is on,
+        until a learngene tensor changes."""
+        if self.learngenes_train() or torch.compiler.is_compiling():
             return self._formed()
         key = self.learngene_key()
-        if self.learngenes_train():
-            if self._cache is not None and self._cache.per_forward and self._cache.key == key:
-                return self._cache.weight
-            self._cache = None
-            return self._formed()
-        if self._cache is None or self._cache.per_forward or self._cache.key != key:
+        if self._cache is None or self._cache[0] != key:
             with torch.no_grad(), torch.autocast(self.U_G.device.type, enabled=False):
-                self._cache = LearngeneWeight(key, self._formed(), per_forward=False)
-        return self._cache.weight
-
-    def release_learngene_weight(self) -> None:
-        """Drop the W_G formed for one forward pass (kept past it only for a backward pass that recomputes
-        blocks, until the next forward pass forms its own)."""
-        if self._cache is not None and self._cache.per_forward:
-            self._cache = None
+                self._cache = (key, self._formed())
+        return self._cache[1]
 
     def _formed(self) -> torch.Tensor:
         return (self.U_G * self.sigma_G) @ self.V_G.T
@@ -241,33 +217,6 @@ class KindLinear(nn.Module):
     def extra_repr(self) -> str:
         sizes = f"in={self.in_features}, out={self.out_features}"
         return f"{sizes}, learngenes={self.n_learngenes}, tailors={self.n_tailors}"
-
-
-def form_learngene_weights(layers: list[KindLinear]) -> None:
-    """Form W_G of every layer whose learngenes train, for the coming forward pass: one batched product per
-    group of equal shapes.
-
-    Pre-training forms a W_G per layer and step; on CPU one ``bmm`` over the 16 same-shape attention
-    layers of a 4-block DiT of width 128 is about 1.5x faster, forward and backward, than 16 ``mm``s.
-    Each layer uses its W_G until :meth:`KindLinear.release_learngene_weight` (or an in-place change of a
-    learngene that bumps its version).
-    """
-    if torch.compiler.is_compiling():  # each layer forms its own inside the compiled graph
-        return
-    groups: dict[tuple, list[KindLinear]] = {}
-    for layer in layers:
-        if layer.learngenes_train():
-            key = (tuple(layer.U_G.shape), tuple(layer.V_G.shape), layer.U_G.dtype, layer.U_G.device)
-            groups.setdefault(key, []).append(layer)
-    for group in groups.values():
-        if len(group) == 1:
-            weights = [group[0]._formed()]
-        else:
-            sigma = torch.stack([layer.sigma_G for layer in group])[:, None]
-            scaled = torch.stack([layer.U_G for layer in group]) * sigma
-            weights = torch.bmm(scaled, torch.stack([layer.V_G for layer in group]).transpose(1, 2)).unbind(0)
-        for layer, weight in zip(group, weights, strict=True):
-            layer._cache = LearngeneWeight(layer.learngene_key(), weight, per_forward=True)
 
 
 class GuidedPairLinear(nn.Module):

@@ -17,7 +17,9 @@ def test_the_gpu_check_runs_its_mini_tier_and_the_perf_ratios_at_toy_size(tmp_pa
     assert set(summary["cells"]) == {"kind-novel-0", "full_finetune-novel-0", "lora-novel-0"}
     for numbers in summary["cells"].values():
         assert numbers["images_per_s"] > 0 and numbers["peak_memory_mb"] > 0 and math.isfinite(numbers["fd_digits"])
-    assert summary["perf"]["input"] == [3, 8, 8]  # perf timed the tier's own images, not the digits default
+    assert summary["protocol"] == {"vae": True, "storage": "tensor", "flip": True, "latents": "sample", "ema": 0.99,
+                                   "sampler": "ddpm"}  # what the cells' records say they ran: suite=paper's paths
+    assert summary["perf"]["input"] == [4, 8, 8]  # perf timed the tier's latents, not the digits default
     ratios = summary["perf"]["ratios"]
     assert set(ratios) == set(TARGETS)
     for row in ratios.values():
@@ -30,14 +32,16 @@ def test_the_gpu_check_runs_its_mini_tier_and_the_perf_ratios_at_toy_size(tmp_pa
     assert {"kind", "full_finetune", "lora"} <= methods
 
 
-def test_bad_options_are_one_line_and_exit_2(capsys):
+def test_bad_options_are_one_line_and_exit_2(capsys, tmp_path):
     from kind_bench.perf import main as perf
 
     assert gpu_check.main(["--smoke", "--out"]) == 2
     assert perf(["--rounds", "0"]) == 2
-    err = capsys.readouterr().err
-    assert err.splitlines() == ["kind_bench.gpu_check: error: --out needs a value",
-                                "kind_bench.perf: error: --rounds=0 and --repeats=5 must be whole numbers >= 1"]
+    assert perf([f"model.vae_path={tmp_path}"]) == 2  # perf times the latents' shape: it loads the VAE
+    err = capsys.readouterr().err.splitlines()
+    assert err[:2] == ["kind_bench.gpu_check: error: --out needs a value",
+                       "kind_bench.perf: error: --rounds=0 and --repeats=5 must be whole numbers >= 1"]
+    assert len(err) == 3 and err[2].startswith(f"kind_bench.perf: error: model.vae_path={tmp_path}: not a loadable")
 
 
 def test_one_round_gives_a_ratio_with_no_spread():
@@ -45,6 +49,21 @@ def test_one_round_gives_a_ratio_with_no_spread():
 
     row = ratio(lambda: None, lambda: None, repeats=1, rounds=1)  # quartiles need two rounds
     assert row["ratio_q1"] == row["ratio"] == row["ratio_q3"] > 0
+
+
+def test_a_target_is_met_only_when_the_upper_quartile_is_within_it_and_missed_when_the_lower_is_above():
+    from kind_bench.perf import verdict
+
+    def row(q1: float, q3: float, floor: float = 1.2) -> dict[str, float]:
+        return {"ratio_q1": q1, "ratio": (q1 + q3) / 2, "ratio_q3": q3, "floor": floor}
+
+    pretrain, transfer = "pretrain step (KIND / vanilla)", "transfer step (KIND / full fine-tune)"
+    assert verdict(pretrain, row(1.25, 1.32)) == "met"  # 1.1 x its floor of 1.2 is 1.32
+    assert verdict(pretrain, row(1.30, 1.35)) == "on the line"
+    assert verdict(pretrain, row(1.33, 1.35)) == "missed"
+    assert verdict(transfer, row(0.95, 1.0)) == "met"  # a bound of its own, whatever the floor
+    assert verdict(transfer, row(0.99, 1.02)) == "on the line"
+    assert verdict(transfer, row(1.01, 1.02, floor=2.0)) == "missed"
 
 
 def test_perf_steps_run_in_each_phases_precision_and_batch_size(tmp_path, monkeypatch):

@@ -52,10 +52,12 @@ def make_vae(path: Path) -> None:
     measures speed and exercises the latent path, not sample quality."""
     from diffusers import AutoencoderKL
 
-    torch.manual_seed(0)
-    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 32),
-                  down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                  layers_per_block=1, norm_num_groups=8).save_pretrained(path, safe_serialization=True)
+    with torch.random.fork_rng(devices=[]):  # the same VAE every time, the caller's RNG untouched
+        torch.manual_seed(0)
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 32),
+                            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                            layers_per_block=1, norm_num_groups=8)
+    vae.save_pretrained(path, safe_serialization=True)
 
 
 def image_size(smoke: bool) -> int:

@@ -30,21 +30,21 @@ import torch
 from torch import nn
 
 from kind_bench.config import Config, TrainConfig, compose, torch_threads
-from kind_bench.device import autocast, device_name, pick_device, use_tf32
+from kind_bench.device import autocast, device_name
 from kind_bench.diffusion import diffusion_loss, noise_scheduler, sample
 from kind_bench.errors import UserError
 from kind_bench.io import write_json
 from kind_bench.kind.decompose import deploy
-from kind_bench.methods import NoOptions, Target, Vanilla, make_ancestry, method_class
+from kind_bench.methods import NoOptions, Vanilla, make_ancestry, method_class
 from kind_bench.metrics.cost import count_flops
 from kind_bench.models import null_label
-from kind_bench.models.vae import make_codec
+from kind_bench.models.vae import PixelCodec, VaeCodec
+from kind_bench.stages.common import make_target, setup
 from kind_bench.train import set_trainable
 
 
-def model_input(cfg: Config) -> tuple[int, int, int]:
-    """What the DiT sees, (channels, size, size): the images, or the latents of ``model.vae_path``'s VAE."""
-    codec = make_codec(cfg.model.vae_path, cfg.data.channels, cfg.data.image_size, torch.device("cpu"))
+def model_input(codec: PixelCodec | VaeCodec) -> tuple[int, int, int]:
+    """What the DiT sees, (channels, size, size): the images, or the VAE's latents."""
     return codec.channels, codec.size, codec.size
 
 
@@ -139,15 +139,14 @@ def verdict(name: str, row: dict[str, float]) -> str:
     return "missed" if row["ratio_q1"] > limit else "on the line"
 
 
-def measure(cfg: Config, shape: tuple[int, int, int], repeats: int = 5,
+def measure(cfg: Config, device: torch.device, codec: PixelCodec | VaeCodec, repeats: int = 5,
             rounds: int = 15) -> dict[str, dict[str, float]]:
-    """The three ratios of the module docstring, for model inputs of ``shape`` (:func:`model_input`)."""
+    """The three ratios of the module docstring, on what the DiT sees: ``codec``'s images or latents."""
     torch.manual_seed(0)
-    device = pick_device()
-    use_tf32(device, cfg.runtime.tf32)  # as training runs
+    shape = model_input(codec)
     ancestry_classes, target_classes = len(cfg.suite.ancestry_classes), len(cfg.task.target_classes)
-    spec = (cfg.model.depth, cfg.model, shape[0], shape[1])
-    ancestry, target = Target(ancestry_classes, *spec), Target(target_classes, *spec)
+    ancestry = make_target(cfg, codec, ancestry_classes, cfg.model.depth)
+    target = make_target(cfg, codec, target_classes, cfg.model.depth)
     kind_model = make_ancestry(cfg, "kind").build(ancestry).to(device)
     dense_model = Vanilla(NoOptions()).build(ancestry).to(device)
     results = {"pretrain step (KIND / vanilla)": ratio(
@@ -206,26 +205,26 @@ def main(argv: list[str] | None = None) -> int:
         if not (rounds.isdigit() and repeats.isdigit() and int(rounds) >= 1 and int(repeats) >= 1):
             raise UserError(f"--rounds={rounds} and --repeats={repeats} must be whole numbers >= 1")
         cfg = compose(["ancestry=kind", *args])
-        shape = model_input(cfg)
+        device, codec = setup(cfg)  # as training runs: TF32 as runtime.tf32 says, the VAE's latents if any
     except UserError as exc:
         print(f"kind_bench.perf: error: {exc}", file=sys.stderr)
         return 2
     torch.set_num_threads(torch_threads(cfg.runtime, per_cell=False))
     print(f"model={cfg.model.name} (hidden {cfg.model.hidden_size}, depth {cfg.model.depth}), "
-          f"batch {batch_sizes(cfg)}, {device_name(pick_device())}, precision {precisions(cfg)}, "
+          f"batch {batch_sizes(cfg)}, {device_name(device)}, precision {precisions(cfg)}, "
           f"{torch.get_num_threads()} threads, "
           f"sampler {cfg.sample.scheduler} x{cfg.sample.steps}, guidance {cfg.sample.guidance_scale}")
     rows = {}
-    for name, row in measure(cfg, shape, repeats=int(repeats), rounds=int(rounds)).items():
+    for name, row in measure(cfg, device, codec, repeats=int(repeats), rounds=int(rounds)).items():
         rows[name] = {**row, "target": target_text(name), "verdict": verdict(name, row)}
         print(f"{name:40s} ratio {row['ratio']:5.3f} (quartiles {row['ratio_q1']:5.3f}-{row['ratio_q3']:5.3f})  "
               f"floor {row['floor']:5.3f}  target {target_text(name):16s} {rows[name]['verdict']:11s} "
               f"({row['kind_ms']:8.2f} ms vs {row['dense_ms']:8.2f} ms)")
     if out:
-        write_json(out, {"model": cfg.model.name, "device": device_name(pick_device()),
+        write_json(out, {"model": cfg.model.name, "device": device_name(device),
                          "precision": precisions(cfg), "batch_size": batch_sizes(cfg),
                          "threads": torch.get_num_threads(),
-                         "input": list(shape), "ratios": rows})
+                         "input": list(model_input(codec)), "ratios": rows})
     return 0
 
 

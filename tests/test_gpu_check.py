@@ -70,9 +70,10 @@ def test_perf_steps_run_in_each_phases_precision_and_batch_size(tmp_path, monkey
     import torch
 
     from kind_bench import perf
+    from kind_bench.stages import common
 
     tf32: list[bool] = []
-    monkeypatch.setattr(perf, "use_tf32", lambda device, enabled: tf32.append(enabled))  # as training sets it
+    monkeypatch.setattr(common, "use_tf32", lambda device, enabled: tf32.append(enabled))  # as training sets it
 
     seen: list[tuple[bool, int, int]] = []  # (autocast on, batch size, the null label = classes) of every step
     labels: list[int] = []  # the largest label of every step

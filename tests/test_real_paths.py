@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import weakref
 from unittest import mock
 
 import pytest
@@ -251,6 +252,25 @@ def test_a_streamed_imagefolder_trains_a_latent_model_from_a_cache_encoded_once(
     config = other_vae / "config.json"
     config.write_text(config.read_text().replace('"scaling_factor": 0.18215', '"scaling_factor": 0.2'))
     assert cache_dir(compose([*overrides, f"model.vae_path={other_vae}"]), train, flip=True) != folder
+    from kind_bench.data import latents
+
+    monkeypatch.setattr(latents, "ENCODE_BATCH", 2)
+    monkeypatch.setattr(latents, "SHARD", 2)  # a cache of several shards
+    rolled = encode_cached(cfg, other_images, codec, torch.device("cpu"))
+    torch.testing.assert_close(rolled.mean, first.mean.roll(1, 0), atol=1e-5, rtol=1e-4)
+    read, held = [], []
+    real_load = latents.load_tensors
+
+    def load_shard(*args, **kwargs):
+        held.append(sum(ref() is not None for ref in read))  # shards still in memory when the next is read
+        shard = real_load(*args, **kwargs)
+        read.append(weakref.ref(shard["mean"]))
+        return shard
+
+    monkeypatch.setattr(latents, "load_tensors", load_shard)
+    reloaded = encode_cached(cfg, other_images, codec, torch.device("cpu"))
+    assert len(read) >= 3 and max(held) <= 1  # copied shard by shard, not all loaded and then concatenated
+    assert torch.equal(reloaded.mean, rolled.mean) and torch.equal(reloaded.std, rolled.std)
     manifest = json.loads((folder / "manifest.json").read_text())
     fewer = train.subset(torch.arange(len(train) - 1))
     monkeypatch.setattr("kind_bench.data.latents.cache_dir", lambda *args: folder)  # a cache of other images

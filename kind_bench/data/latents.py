@@ -26,6 +26,7 @@ from kind_bench.errors import UserError
 from kind_bench.io import file_state, load_tensors, save_tensors, write_json
 
 SHARD = 4096  # images per shard
+ENCODE_BATCH = 64  # images per VAE call
 
 
 class PosteriorSet:
@@ -80,7 +81,7 @@ def _write_shard(folder: Path, index: int, means: list[torch.Tensor], stds: list
 
 def _moments(cfg: Config, images, codec, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The posterior moments of ``images``, batch by batch, on the CPU: (mean, std), each (B, orientations, ...)."""
-    for batch, _ in file_loader(images.dataset(), 64, cfg.data.workers):
+    for batch, _ in file_loader(images.dataset(), ENCODE_BATCH, cfg.data.workers):
         batch = batch.to(device)
         moments = [codec.moments(side) for side in ([batch, batch.flip(-1)] if cfg.data.flip else [batch])]
         yield torch.stack([m for m, _ in moments], 1).cpu(), torch.stack([s for _, s in moments], 1).cpu()
@@ -112,14 +113,35 @@ def encode_cached(cfg: Config, images, codec, device: torch.device) -> Posterior
             _write_shard(folder, shards, means, stds)
             shards += 1
         write_json(manifest, {"shards": shards, "images": len(images), "flip": cfg.data.flip})
-    count = json.loads(manifest.read_text())["shards"]
-    loaded = [load_tensors(folder / f"shard-{i:05d}.safetensors", "latent cache shard") for i in range(count)]
-    mean = torch.cat([s["mean"] for s in loaded]).to(device)
-    std = torch.cat([s["std"] for s in loaded]).to(device)
-    if len(mean) != len(images) or mean.shape[1] != (2 if cfg.data.flip else 1):
-        raise UserError(f"latent cache {folder} holds {len(mean)} x {mean.shape[1]} posteriors for {len(images)} "
-                        f"images (data.flip={cfg.data.flip}): delete it and rerun")
+    info = json.loads(manifest.read_text())
+    if info["images"] != len(images) or info["flip"] != cfg.data.flip:
+        raise UserError(f"latent cache {folder} holds {info['images']} x {2 if info['flip'] else 1} posteriors for "
+                        f"{len(images)} images (data.flip={cfg.data.flip}): delete it and rerun")
+    mean, std = _load_shards(folder, info["shards"], len(images), 2 if cfg.data.flip else 1, device)
     return PosteriorSet(mean, std, codec.scale, sample=sample)
+
+
+def _load_shards(folder: Path, shards: int, images: int, sides: int,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cache's posterior moments, copied shard by shard into tensors allocated once on ``device`` (host
+    memory holds one shard beyond them, not the whole cache twice); shards that do not add up to ``images``
+    x ``sides`` posteriors are refused."""
+    mean = std = None
+    filled = 0
+    for index in range(shards):
+        shard = load_tensors(folder / f"shard-{index:05d}.safetensors", "latent cache shard")
+        size = len(shard["mean"])
+        if mean is None:
+            mean = torch.empty(images, *shard["mean"].shape[1:], dtype=shard["mean"].dtype, device=device)
+            std = torch.empty_like(mean)
+        if filled + size > images or shard["mean"].shape[1:] != mean.shape[1:] or mean.shape[1] != sides:
+            raise UserError(f"latent cache {folder}: shard {index} does not fit its manifest: delete it and rerun")
+        mean[filled : filled + size] = shard["mean"]
+        std[filled : filled + size] = shard["std"]
+        filled += size
+    if mean is None or filled != images:
+        raise UserError(f"latent cache {folder} holds {filled} of its {images} posteriors: delete it and rerun")
+    return mean, std
 
 
 def training_inputs(cfg: Config, images, codec, device: torch.device):

@@ -316,6 +316,37 @@ def test_files_are_read_inside_a_daemonic_process_such_as_a_sweeps_pool():
     assert child.exitcode == 0 and queue.get(timeout=5) == 5  # no worker processes there: this one reads
 
 
+def test_files_are_scored_by_worker_processes_where_data_workers_allow_with_the_in_process_features(
+        tmp_path, image_folder, workspace, monkeypatch):
+    import dataclasses
+
+    from kind_bench.config import compose
+    from kind_bench.data import load_prepared
+    from kind_bench.data.sources import FileSet
+    from kind_bench.metrics import fidelity
+
+    monkeypatch.chdir(tmp_path)
+    overrides = ["data=imagefolder", f"data.root={image_folder}", "data.image_size=8", "data.channels=1",
+                 "data.storage=files", "data.workers=2", "suite.ancestry_classes=[0,1,2]",
+                 "task.target_classes=[3,4,5]"]
+    assert main(["data", *overrides]) == 0
+    files = load_prepared(compose(overrides)).train
+    pixels = torch.stack([files.dataset()[i][0] for i in range(len(files))])
+    in_process = []  # torch-fidelity's save_cpu_ram: True reads in this process, False starts its workers
+    real = fidelity.get_featuresdict_from_dataset
+    monkeypatch.setattr(fidelity, "get_featuresdict_from_dataset", lambda *a: in_process.append(a[4]) or real(*a))
+    weights = workspace / "artifacts/evaluator/digits_cnn.safetensors"
+    space = fidelity.FeatureSpace({"cuda": False, "batch_size": 16, "save_cpu_ram": True, "verbose": False,
+                                   **fidelity._extractor(EvalConfig(), weights)}, ("fid",))
+    by_workers, from_tensor = space.features(files), space.features(pixels)
+    no_workers = FileSet(dataclasses.replace(files.cfg, workers=0), files.paths, files.labels, files.source_sha256)
+    in_this_process = space.features(no_workers)
+    assert in_process == [False, True, True]
+    for features in (by_workers, in_this_process):
+        assert features.keys() == from_tensor.keys()
+        assert all(torch.equal(features[k], from_tensor[k]) for k in features)
+
+
 def test_streamed_files_are_identified_by_their_pixels_not_only_their_names(tmp_path, image_folder, monkeypatch):
     import numpy as np
     from PIL import Image

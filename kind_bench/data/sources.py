@@ -163,13 +163,19 @@ def _digits() -> tuple[ImageSet, str]:
     return ImageSet(images.contiguous(), torch.from_numpy(digits.target).long()), digest.hexdigest()
 
 
-def file_loader(dataset: Dataset, batch_size: int, workers: int) -> DataLoader:
-    """Batches of ``dataset`` in order, read by ``workers`` processes (``data.workers``), or by this one inside
-    a daemonic process (a cell of a CPU sweep's pool), which may not start children."""
+def may_start_workers(workers: int) -> bool:
+    """Whether files are read by worker processes: ``data.workers`` > 0, and this is not a daemonic process
+    (a cell of a CPU sweep's pool), which may not start children."""
     import multiprocessing
 
-    daemonic = multiprocessing.current_process().daemon
-    return DataLoader(dataset, batch_size=batch_size, num_workers=0 if daemonic else workers, shuffle=False)
+    return workers > 0 and not multiprocessing.current_process().daemon
+
+
+def file_loader(dataset: Dataset, batch_size: int, workers: int) -> DataLoader:
+    """Batches of ``dataset`` in order, read by ``workers`` processes (``data.workers``) where
+    :func:`may_start_workers`, else by this one."""
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers if may_start_workers(workers) else 0,
+                      shuffle=False)
 
 
 def read_image(path: str | Path, channels: int):  # -> PIL.Image in mode L or RGB

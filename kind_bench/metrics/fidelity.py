@@ -33,6 +33,7 @@ from torch_fidelity.utils import (
 )
 
 from kind_bench.config import EvalConfig
+from kind_bench.data.sources import FileSet, may_start_workers
 from kind_bench.errors import UserError
 from kind_bench.io import file_state, load_tensors
 from kind_bench.metrics.evaluator import load_classifier
@@ -240,10 +241,13 @@ class FeatureSpace:
                     "batch_size": 64, "save_cpu_ram": True}, ("fid",))
 
     def features(self, images) -> dict[str, torch.Tensor]:
-        """The features of a tensor of [-1, 1] images or an image set."""
+        """The features of a tensor of [-1, 1] images or an image set. Files (a FileSet) are decoded by
+        torch-fidelity's worker processes (it starts 4) where ``data.workers`` allows workers at all
+        (:func:`may_start_workers`); tensors, and files where it does not, in this process."""
         o = self.options
+        workers = isinstance(images, FileSet) and may_start_workers(images.cfg.workers)
         return get_featuresdict_from_dataset(fidelity_input(images), self.extractor, o["batch_size"], o["cuda"],
-                                             o["save_cpu_ram"], o["verbose"])
+                                             o["save_cpu_ram"] and not workers, o["verbose"])
 
     def frechet(self, a, b) -> float:
         """The Frechet distance between two image sets (or their features)."""

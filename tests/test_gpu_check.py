@@ -17,7 +17,7 @@ def test_the_gpu_check_runs_its_mini_tier_and_the_perf_ratios_at_toy_size(tmp_pa
     assert set(summary["cells"]) == {"kind-novel-0", "full_finetune-novel-0", "lora-novel-0"}
     for numbers in summary["cells"].values():
         assert numbers["images_per_s"] > 0 and numbers["peak_memory_mb"] > 0 and math.isfinite(numbers["fd_digits"])
-    assert summary["protocol"] == {"vae": True, "storage": "tensor", "flip": True, "latents": "sample", "ema": 0.99,
+    assert summary["protocol"] == {"vae": True, "storage": "files", "flip": True, "latents": "sample", "ema": 0.99,
                                    "sampler": "ddpm"}  # what the cells' records say they ran: suite=paper's paths
     assert summary["perf"]["input"] == [4, 8, 8]  # perf timed the tier's latents, not the digits default
     ratios = summary["perf"]["ratios"]

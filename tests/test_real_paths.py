@@ -316,13 +316,13 @@ def test_files_are_read_inside_a_daemonic_process_such_as_a_sweeps_pool():
     assert child.exitcode == 0 and queue.get(timeout=5) == 5  # no worker processes there: this one reads
 
 
-def test_files_are_scored_by_worker_processes_where_data_workers_allow_with_the_in_process_features(
+def test_files_are_read_and_scored_by_worker_processes_where_data_workers_allow_as_in_this_one(
         tmp_path, image_folder, workspace, monkeypatch):
     import dataclasses
 
     from kind_bench.config import compose
     from kind_bench.data import load_prepared
-    from kind_bench.data.sources import FileSet
+    from kind_bench.data.sources import FileSet, in_memory
     from kind_bench.metrics import fidelity
 
     monkeypatch.chdir(tmp_path)
@@ -332,6 +332,8 @@ def test_files_are_scored_by_worker_processes_where_data_workers_allow_with_the_
     assert main(["data", *overrides]) == 0
     files = load_prepared(compose(overrides)).train
     pixels = torch.stack([files.dataset()[i][0] for i in range(len(files))])
+    whole = in_memory(files, workers=2)  # what the digits-style evaluator trains on
+    assert torch.equal(whole.images, pixels) and torch.equal(whole.labels, files.labels)
     in_process = []  # torch-fidelity's save_cpu_ram: True reads in this process, False starts its workers
     real = fidelity.get_featuresdict_from_dataset
     monkeypatch.setattr(fidelity, "get_featuresdict_from_dataset", lambda *a: in_process.append(a[4]) or real(*a))

@@ -163,6 +163,16 @@ def _digits() -> tuple[ImageSet, str]:
     return ImageSet(images.contiguous(), torch.from_numpy(digits.target).long()), digest.hexdigest()
 
 
+def in_memory(part: ImageSet | FileSet, workers: int) -> ImageSet:
+    """``part`` as tensors: an ImageSet as it is, a FileSet read whole through ``workers`` DataLoader workers.
+    For consumers that need every image at once and are meant for small sets: the digits-style evaluator
+    CNN, e.g. in ``make gpu-check``."""
+    if isinstance(part, ImageSet):
+        return part
+    images = [batch for batch, _ in file_loader(part.dataset(), 256, workers)]
+    return ImageSet(torch.cat(images), part.labels)
+
+
 def may_start_workers(workers: int) -> bool:
     """Whether files are read by worker processes: ``data.workers`` > 0, and this is not a daemonic process
     (a cell of a CPU sweep's pool), which may not start children."""

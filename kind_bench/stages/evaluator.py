@@ -8,6 +8,7 @@ import torch
 
 from kind_bench.config import Config
 from kind_bench.data import DOMAINS, load_prepared, target_set
+from kind_bench.data.sources import in_memory
 from kind_bench.io import atomic_path, write_json
 from kind_bench.metrics.evaluator import accuracy, save_classifier, train_classifier
 from kind_bench.metrics.stability import fd_stability
@@ -17,12 +18,13 @@ from kind_bench.stages.common import evaluator_identity
 
 def run(cfg: Config) -> str:
     """Train on the train split in every domain; report held-out accuracy per domain and FD stability
-    (real-vs-real, drawing from the target classes' training and validation images)."""
+    (real-vs-real, drawing from the target classes' training and validation images). Streamed parts
+    (``data.storage=files``) are read into memory: this CNN is for small image sets."""
     from kind_bench.data import ImageSet
     from kind_bench.plots import stability_plot
 
     prepared = load_prepared(cfg)
-    train, test = prepared.train, prepared.test
+    train, val, test = (in_memory(part, cfg.data.workers) for part in (prepared.train, prepared.val, prepared.test))
     domains = sorted(DOMAINS)
     images = torch.cat([DOMAINS[d](train.images) for d in domains])
     labels = train.labels.repeat(len(domains))
@@ -30,8 +32,8 @@ def run(cfg: Config) -> str:
     model = train_classifier(images, labels, ev.feature_dim, ev.epochs, ev.batch_size, ev.lr, seed=ev.seed)
     report = {f"test_accuracy_{d}": accuracy(model, DOMAINS[d](test.images), test.labels) for d in domains}
     save_classifier(evaluator_weights(cfg), model, evaluator_identity(cfg, prepared.record["data_sha256"]))
-    pool = target_set(ImageSet(torch.cat([train.images, prepared.val.images]),
-                               torch.cat([train.labels, prepared.val.labels])), cfg.task).images
+    pool = target_set(ImageSet(torch.cat([train.images, val.images]), torch.cat([train.labels, val.labels])),
+                      cfg.task).images
     counts = [k * len(cfg.task.target_classes) for k in (10, 20, 40, 80, 120)]
     stability = fd_stability(model, pool, target_set(test, cfg.task).images, [n for n in counts if n <= len(pool)])
     base = evaluator_report(cfg)

@@ -8,8 +8,8 @@ ancestries on DiT-S/2 (bf16), three transfers (KIND, full fine-tuning, LoRA) sco
 and the leaderboard; then ``kind_bench.perf`` at DiT-S/2. As in ``suite=paper`` the DiT runs on 32x32x4
 latents of a local VAE (a random one, :func:`make_vae`), the images streamed from their files and encoded
 once with their mirror images into the latent cache, drawn from the posterior, and EMA weights are sampled
-with DDPM; unlike it, nothing is compiled (the evaluator CNN reads the small image set into memory). It
-writes ``results/gpu/``: ``summary.json``
+with DDPM (only the evaluator CNN reads the small image set into memory); unlike it, nothing is compiled.
+It writes ``results/gpu/``: ``summary.json``
 (throughput in images per second, peak memory, the perf ratios) and the small leaderboard. ``--smoke``
 runs the same pipeline at a toy size on the CPU (``tests/test_gpu_check.py``).
 """

@@ -253,6 +253,7 @@ def test_a_streamed_imagefolder_trains_a_latent_model_from_a_cache_encoded_once(
     config.write_text(config.read_text().replace('"scaling_factor": 0.18215', '"scaling_factor": 0.2'))
     assert cache_dir(compose([*overrides, f"model.vae_path={other_vae}"]), train, flip=True) != folder
     from kind_bench.data import latents
+    from kind_bench.io import save_tensors
 
     monkeypatch.setattr(latents, "ENCODE_BATCH", 2)
     monkeypatch.setattr(latents, "SHARD", 2)  # a cache of several shards
@@ -269,8 +270,22 @@ def test_a_streamed_imagefolder_trains_a_latent_model_from_a_cache_encoded_once(
 
     monkeypatch.setattr(latents, "load_tensors", load_shard)
     reloaded = encode_cached(cfg, other_images, codec, torch.device("cpu"))
-    assert len(read) >= 3 and max(held) <= 1  # copied shard by shard, not all loaded and then concatenated
+    assert len(read) >= 3 and max(held) == 0  # copied shard by shard, not all loaded and then concatenated
     assert torch.equal(reloaded.mean, rolled.mean) and torch.equal(reloaded.std, rolled.std)
+    monkeypatch.setattr(latents, "load_tensors", real_load)
+    rolled_folder = cache_dir(cfg, other_images, flip=True)
+    rolled_manifest = rolled_folder / "manifest.json"
+    complete = rolled_manifest.read_text()
+    for shards, message in ((len(read) - 1, "holds .* of its"), (0, "has no shards")):
+        rolled_manifest.write_text(complete.replace(f'"shards": {len(read)}', f'"shards": {shards}'))
+        with pytest.raises(UserError, match=message):
+            encode_cached(cfg, other_images, codec, torch.device("cpu"))
+    rolled_manifest.write_text(complete)
+    first_shard = rolled_folder / "shard-00000.safetensors"
+    moments = real_load(first_shard)
+    save_tensors(first_shard, {"mean": moments["mean"], "std": moments["std"][..., :-1]})  # a std of another shape
+    with pytest.raises(UserError, match="shard 0 does not fit its manifest"):
+        encode_cached(cfg, other_images, codec, torch.device("cpu"))
     manifest = json.loads((folder / "manifest.json").read_text())
     fewer = train.subset(torch.arange(len(train) - 1))
     monkeypatch.setattr("kind_bench.data.latents.cache_dir", lambda *args: folder)  # a cache of other images
@@ -347,6 +362,22 @@ def test_files_are_read_and_scored_by_worker_processes_where_data_workers_allow_
     for features in (by_workers, in_this_process):
         assert features.keys() == from_tensor.keys()
         assert all(torch.equal(features[k], from_tensor[k]) for k in features)
+
+
+def test_the_evaluator_stage_refuses_streamed_files_too_large_to_read_into_memory(
+        tmp_path, image_folder, monkeypatch, capsys):
+    from kind_bench.stages import evaluator
+
+    monkeypatch.chdir(tmp_path)
+    overrides = ["data=imagefolder", f"data.root={image_folder}", "data.image_size=8", "data.channels=1",
+                 "data.storage=files", "data.workers=0", "suite.ancestry_classes=[0,1,2]",
+                 "task.target_classes=[3,4,5]", "evaluator.epochs=1"]
+    assert main(["data", *overrides]) == 0
+    monkeypatch.setattr(evaluator, "MEMORY_LIMIT", 1000)  # bytes: smaller than these 48 images of 8 x 8
+    assert main(["evaluator", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "reads all 48 images into memory" in err and "inception-v3-compat" in err
+    assert not (tmp_path / "artifacts/evaluator").exists()  # (a small streamed set trains it: test_gpu_check)
 
 
 def test_streamed_files_are_identified_by_their_pixels_not_only_their_names(tmp_path, image_folder, monkeypatch):

@@ -113,19 +113,19 @@ def encode_cached(cfg: Config, images, codec, device: torch.device) -> Posterior
             _write_shard(folder, shards, means, stds)
             shards += 1
         write_json(manifest, {"shards": shards, "images": len(images), "flip": cfg.data.flip})
-    info = json.loads(manifest.read_text())
+    info, sides = json.loads(manifest.read_text()), 2 if cfg.data.flip else 1
     if info["images"] != len(images) or info["flip"] != cfg.data.flip:
         raise UserError(f"latent cache {folder} holds {info['images']} x {2 if info['flip'] else 1} posteriors for "
                         f"{len(images)} images (data.flip={cfg.data.flip}): delete it and rerun")
-    mean, std = _load_shards(folder, info["shards"], len(images), 2 if cfg.data.flip else 1, device)
+    mean, std = _load_shards(folder, info["shards"], len(images), sides, device)
     return PosteriorSet(mean, std, codec.scale, sample=sample)
 
 
 def _load_shards(folder: Path, shards: int, images: int, sides: int,
                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The cache's posterior moments, copied shard by shard into tensors allocated once on ``device`` (host
-    memory holds one shard beyond them, not the whole cache twice); shards that do not add up to ``images``
-    x ``sides`` posteriors are refused."""
+    memory holds the shard being read beyond them, not the whole cache twice); shards that do not add up to
+    ``images`` x ``sides`` posteriors are refused."""
     mean = std = None
     filled = 0
     for index in range(shards):
@@ -134,12 +134,16 @@ def _load_shards(folder: Path, shards: int, images: int, sides: int,
         if mean is None:
             mean = torch.empty(images, *shard["mean"].shape[1:], dtype=shard["mean"].dtype, device=device)
             std = torch.empty_like(mean)
-        if filled + size > images or shard["mean"].shape[1:] != mean.shape[1:] or mean.shape[1] != sides:
+        if (filled + size > images or shard["mean"].shape[1:] != mean.shape[1:] or mean.shape[1] != sides
+                or shard["std"].shape != shard["mean"].shape):
             raise UserError(f"latent cache {folder}: shard {index} does not fit its manifest: delete it and rerun")
         mean[filled : filled + size] = shard["mean"]
         std[filled : filled + size] = shard["std"]
         filled += size
-    if mean is None or filled != images:
+        del shard  # before the next one is read
+    if mean is None:
+        raise UserError(f"latent cache {folder} has no shards: delete it and rerun")
+    if filled != images:
         raise UserError(f"latent cache {folder} holds {filled} of its {images} posteriors: delete it and rerun")
     return mean, std
 

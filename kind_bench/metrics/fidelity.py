@@ -242,7 +242,7 @@ class FeatureSpace:
 
     def features(self, images) -> dict[str, torch.Tensor]:
         """The features of a tensor of [-1, 1] images or an image set. Files (a FileSet) are decoded by
-        torch-fidelity's worker processes (it starts 4) where ``data.workers`` allows workers at all
+        torch-fidelity's worker processes (it starts min(4, 2 x CPUs)) where ``data.workers`` allows workers at all
         (:func:`may_start_workers`); tensors, and files where it does not, in this process."""
         o = self.options
         workers = isinstance(images, FileSet) and may_start_workers(images.cfg.workers)

@@ -8,12 +8,30 @@ import torch
 
 from kind_bench.config import Config
 from kind_bench.data import DOMAINS, load_prepared, target_set
-from kind_bench.data.sources import in_memory
+from kind_bench.data.sources import FileSet, in_memory
+from kind_bench.errors import UserError
 from kind_bench.io import atomic_path, write_json
 from kind_bench.metrics.evaluator import accuracy, save_classifier, train_classifier
 from kind_bench.metrics.stability import fd_stability
 from kind_bench.paths import evaluator_report, evaluator_weights
 from kind_bench.stages.common import evaluator_identity
+
+#: how many bytes of float32 pixels the evaluator stage reads into memory from files (``data.storage=files``);
+#: it holds about four times that while training (three domains and the real-vs-real pool). Our limit.
+MEMORY_LIMIT = 2**30
+
+
+def check_fits_in_memory(cfg: Config, parts: tuple) -> None:
+    """Refuse, in one line, streamed data too large for this CNN, which reads every image into memory."""
+    if not any(isinstance(part, FileSet) for part in parts):
+        return
+    count = sum(len(part) for part in parts)
+    size = count * cfg.data.channels * cfg.data.image_size**2 * 4
+    if size > MEMORY_LIMIT:
+        raise UserError(f"data.storage=files: the evaluator stage's CNN reads all {count} images into memory "
+                        f"({size / 2**30:.1f} GiB of pixels, over its {MEMORY_LIMIT / 2**30:.0f} GiB limit); a set "
+                        "this large is scored with eval.feature_extractor=inception-v3-compat, which needs no "
+                        "evaluator stage")
 
 
 def run(cfg: Config) -> str:
@@ -24,7 +42,9 @@ def run(cfg: Config) -> str:
     from kind_bench.plots import stability_plot
 
     prepared = load_prepared(cfg)
-    train, val, test = (in_memory(part, cfg.data.workers) for part in (prepared.train, prepared.val, prepared.test))
+    parts = (prepared.train, prepared.val, prepared.test)
+    check_fits_in_memory(cfg, parts)
+    train, val, test = (in_memory(part, cfg.data.workers) for part in parts)
     domains = sorted(DOMAINS)
     images = torch.cat([DOMAINS[d](train.images) for d in domains])
     labels = train.labels.repeat(len(domains))

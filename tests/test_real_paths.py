@@ -198,6 +198,12 @@ def image_folder(tmp_path):
     return tmp_path / "root"
 
 
+def streamed(image_folder) -> list[str]:
+    """The generated ImageFolder as streamed 8 x 8 grey images: classes 0-2 pre-train, 3-5 are the task's."""
+    return ["data=imagefolder", f"data.root={image_folder}", "data.image_size=8", "data.channels=1",
+            "data.storage=files", "suite.ancestry_classes=[0,1,2]", "task.target_classes=[3,4,5]"]
+
+
 def test_a_streamed_imagefolder_trains_a_latent_model_from_a_cache_encoded_once(tmp_path, image_folder, tiny_vae,
                                                                                   monkeypatch):
     from kind_bench.models.vae import VaeCodec
@@ -206,9 +212,8 @@ def test_a_streamed_imagefolder_trains_a_latent_model_from_a_cache_encoded_once(
     calls = []
     real = VaeCodec.moments
     monkeypatch.setattr(VaeCodec, "moments", lambda self, x: calls.append(len(x)) or real(self, x))
-    overrides = ["data=imagefolder", f"data.root={image_folder}", "data.image_size=8", "data.channels=1",
-                 "data.storage=files", "data.workers=0", "data.flip=true", "data.latents=sample",
-                 "suite.ancestry_classes=[0,1,2]", "task.target_classes=[3,4,5]", f"model.vae_path={tiny_vae}",
+    overrides = [*streamed(image_folder), "data.workers=0", "data.flip=true", "data.latents=sample",
+                 f"model.vae_path={tiny_vae}",
                  *micro(ancestry=False), "pretrain.steps=3", "eval.feature_extractor=inception-v3-compat"]
     assert main(["data", *overrides]) == 0
     prepared = next((tmp_path / "artifacts/data").glob("*.safetensors"))
@@ -341,9 +346,7 @@ def test_files_are_read_and_scored_by_worker_processes_where_data_workers_allow_
     from kind_bench.metrics import fidelity
 
     monkeypatch.chdir(tmp_path)
-    overrides = ["data=imagefolder", f"data.root={image_folder}", "data.image_size=8", "data.channels=1",
-                 "data.storage=files", "data.workers=2", "suite.ancestry_classes=[0,1,2]",
-                 "task.target_classes=[3,4,5]"]
+    overrides = [*streamed(image_folder), "data.workers=2"]
     assert main(["data", *overrides]) == 0
     files = load_prepared(compose(overrides)).train
     pixels = torch.stack([files.dataset()[i][0] for i in range(len(files))])
@@ -369,9 +372,7 @@ def test_the_evaluator_stage_refuses_streamed_files_too_large_to_read_into_memor
     from kind_bench.stages import evaluator
 
     monkeypatch.chdir(tmp_path)
-    overrides = ["data=imagefolder", f"data.root={image_folder}", "data.image_size=8", "data.channels=1",
-                 "data.storage=files", "data.workers=0", "suite.ancestry_classes=[0,1,2]",
-                 "task.target_classes=[3,4,5]", "evaluator.epochs=1"]
+    overrides = [*streamed(image_folder), "data.workers=0", "evaluator.epochs=1"]
     assert main(["data", *overrides]) == 0
     monkeypatch.setattr(evaluator, "MEMORY_LIMIT", 1000)  # bytes: smaller than these 48 images of 8 x 8
     assert main(["evaluator", *overrides]) == 2
@@ -388,8 +389,7 @@ def test_streamed_files_are_identified_by_their_pixels_not_only_their_names(tmp_
     from kind_bench.data import load_prepared
 
     monkeypatch.chdir(tmp_path)
-    overrides = ["data=imagefolder", f"data.root={image_folder}", "data.image_size=8", "data.channels=1",
-                 "data.storage=files", "suite.ancestry_classes=[0,1,2]", "task.target_classes=[3,4,5]"]
+    overrides = streamed(image_folder)
     cfg = compose(overrides)
     assert main(["data", *overrides]) == 0
     before = load_prepared(cfg)
